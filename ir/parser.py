@@ -163,6 +163,8 @@ def parse(text: str) -> Graph:
     body = lines[1:]
     for idx, (lineno, src) in enumerate(body):
         ln = _Line(src, lineno)
+        if ln.peek() == ("punct", "}"):
+            raise IRParseError("missing 'return (...)' before '}'", lineno, 1, src)
         if ln.peek() == ("name", "return"):
             ln.take()
             ln.take(value="(")

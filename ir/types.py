@@ -9,9 +9,8 @@ leaves room for dynamic shapes without a second type.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
-Dim = Union[int, str]
+Dim = int | str
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
