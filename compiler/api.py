@@ -1,0 +1,105 @@
+"""``dscompile``: the one entry point. It reads top to bottom as the pipeline:
+resolve the target, capture, optimize, plan memory, build, check numerics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from compiler.config import CompileOptions
+from compiler.module import CompiledModule
+
+
+def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", *,
+              opt_level: int = 2, passes: tuple | list = (), check: str | None = None,
+              dtype: str | None = None, verify: bool | None = None,
+              dump_dir: str | None = None, example_kwargs: dict | None = None,
+              schedule: bool = True) -> CompiledModule:
+    """Compile ``model`` for ``target`` and return a module that runs it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, in eval mode (dscompile compiles inference).
+    example_inputs : Tensor, tuple or dict
+        Positional arguments (a tuple), a single tensor, or keyword arguments (a dict).
+        Shapes and dtypes are fixed at these unless marked dynamic.
+    target : str or dict
+        ``"cpu"``, ``"cuda"``, ``"rocm"`` or a TVM target dict.
+    opt_level : int
+        0: capture and lower only; 1: simplification and folding; 2 (default): plus all
+        fusions; 3: plus tuning.
+    passes : sequence of Pass
+        Passes of your own, run after the built-in rewrites and before fusion.
+    check : {"raise", "warn", "off"}
+        The numerics guard: compare with eager on the example inputs and random ones.
+    """
+    overrides = {"check": check, "verify": verify, "dump_dir": dump_dir}  # else env defaults
+    options = CompileOptions(target=target, opt_level=opt_level, passes=tuple(passes),
+                             dtype=dtype, schedule=schedule,
+                             **{k: v for k, v in overrides.items() if v is not None})
+
+    from backends.tvm.target import resolve_target
+
+    tvm_target = resolve_target(options.target)  # a bad target fails before any work
+    args, kwargs = split_example_inputs(example_inputs, example_kwargs)
+
+    from compiler.capture import capture
+
+    captured = capture(model, args, kwargs)
+    graph, records = optimize_graph(captured.graph, options)
+    module = build_module(graph, captured.out_spec, tvm_target, options, records,
+                          captured.method)
+    if options.check != "off":
+        from compiler.guard import check_numerics
+
+        check_numerics(model, module, args, kwargs, options)
+    return module
+
+
+def split_example_inputs(example_inputs: Any, example_kwargs: dict | None) -> tuple[tuple, dict]:
+    """Normalize the ways users pass example inputs into ``(args, kwargs)``."""
+    kwargs = dict(example_kwargs or {})
+    if isinstance(example_inputs, dict):
+        return (), {**example_inputs, **kwargs}
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), kwargs
+    return tuple(example_inputs), kwargs
+
+
+def optimize_graph(graph, options: CompileOptions):
+    """Run the pass pipeline of ``options.opt_level`` with the user's passes."""
+    from compiler.pipelines import optimize
+
+    instruments = []
+    if options.dump_dir:
+        from compiler.pass_manager import DumpIRInstrument
+
+        instruments.append(DumpIRInstrument(options.dump_dir))
+    return optimize(graph, opt_level=options.opt_level, extra_passes=options.passes,
+                    instruments=instruments, verify=options.verify)
+
+
+def build_module(graph, out_spec, tvm_target, options: CompileOptions, records=(),
+                 capture_method: str = "fx") -> CompiledModule:
+    """Plan memory, lower and build ``graph``; wrap the program as a ``CompiledModule``."""
+    from backends.tvm.build import build
+    from backends.tvm.target import target_kind
+
+    plan = plan_if_static(graph)
+    program = build(graph, tvm_target, schedule=options.schedule)
+    device = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda"}[target_kind(tvm_target)]
+    return CompiledModule(program, graph, out_spec, device=device, records=list(records),
+                          plan=plan, options=options, capture_method=capture_method)
+
+
+def plan_if_static(graph):
+    """The memory plan, or ``None`` where shapes are symbolic (planned per size class)."""
+    try:
+        from compiler.planning import plan_memory
+    except ImportError:
+        return None
+    if not all(n.type.is_static for n in graph.nodes):
+        return None
+    return plan_memory(graph)

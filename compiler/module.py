@@ -1,0 +1,102 @@
+"""``CompiledModule``: what ``dscompile`` returns. A torch ``nn.Module`` that checks each
+call against what was compiled, runs the TVM program, and rebuilds the model's own
+output structure (tensor, tuple, dict, HuggingFace ``ModelOutput``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from compiler.errors import InputMismatchError
+from ir import Graph
+
+_TORCH_DTYPE = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "float64": torch.float64, "int64": torch.int64, "int32": torch.int32, "int8": torch.int8,
+    "uint8": torch.uint8, "bool": torch.bool,
+}
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    return _TORCH_DTYPE[dtype]
+
+
+class CompiledModule(torch.nn.Module):
+    """A compiled model. Call it like the original; ``.ir`` is the final IR graph,
+    ``.records`` the passes that ran, ``.kernels`` the generated kernels."""
+
+    def __init__(self, program: Any, graph: Graph, out_spec: Any, *, device: str,
+                 records: list | None = None, plan: Any = None, options: Any = None,
+                 capture_method: str = "fx"):
+        super().__init__()
+        self._program = program
+        self.ir = graph
+        self.out_spec = out_spec
+        self.device = device
+        self.records = records or []
+        self.plan = plan
+        self.options = options
+        self.capture_method = capture_method
+
+    @property
+    def kernels(self) -> list:
+        return list(getattr(self._program, "kernels", []))
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.kernels)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        flat = self.check_inputs(args, kwargs)
+        outputs = self._program(*flat)
+        return pytree.tree_unflatten(list(outputs), self.out_spec)
+
+    def run_flat(self, flat: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Run on already-flattened inputs (no structure rebuilt); used by the guard."""
+        return list(self._program(*flat))
+
+    def check_inputs(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        """Flatten the call's arguments and compare each with the compiled input types."""
+        leaves = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        expected = self.ir.inputs
+        if len(leaves) != len(expected):
+            names = ", ".join(f"{n.name}: {n.type}" for n in expected)
+            raise InputMismatchError(
+                f"compiled for {len(expected)} tensor input(s) ({names}), called with "
+                f"{len(leaves)}")
+        symbols: dict[str, int] = {}
+        for node, tensor in zip(expected, leaves):
+            self._check_one(node, tensor, symbols)
+        return leaves
+
+    def _check_one(self, node: Any, tensor: torch.Tensor, symbols: dict[str, int]) -> None:
+        want = node.type
+        got_shape = tuple(tensor.shape)
+        shape_ok = len(got_shape) == len(want.shape)
+        for dim, size in zip(want.shape, got_shape):
+            if isinstance(dim, str):
+                shape_ok &= symbols.setdefault(dim, size) == size
+            else:
+                shape_ok &= dim == size
+        if not shape_ok:
+            raise InputMismatchError(
+                f"input '{node.name}': compiled for shape {list(want.shape)}, got "
+                f"{list(got_shape)}; recompile with dscompile(...) for this shape, or mark the "
+                f"dimension dynamic")
+        if tensor.dtype != torch_dtype(want.dtype):
+            raise InputMismatchError(
+                f"input '{node.name}': compiled for dtype {want.dtype}, got "
+                f"{str(tensor.dtype).removeprefix('torch.')}")
+        if tensor.device.type != self.device:
+            raise InputMismatchError(
+                f"input '{node.name}': compiled for device '{self.device}', got a tensor on "
+                f"'{tensor.device}'; move it with .to('{self.device}')")
+        if tensor.requires_grad and torch.is_grad_enabled():
+            raise InputMismatchError(
+                f"input '{node.name}' requires grad, but dscompile modules are inference-only "
+                f"(no backward); call under torch.no_grad() or pass tensor.detach()")
+
+    def extra_repr(self) -> str:
+        return f"kernels={self.num_kernels}, device={self.device}"
