@@ -172,53 +172,21 @@ def bisect_kernels(compiled, trial: tuple) -> str | None:
     from backends.tvm.target import resolve_target
     from compiler.api import build_module
     from compiler.capture.interpret import run_graph_numpy
+    from compiler.kernels import kernel_graph, kernel_groups
 
     graph = compiled.ir.copy()
-    roots = kernel_roots(graph)
+    kernels = kernel_groups(graph)
+    roots = [members[-1] for members in kernels]
     graph.outputs = list(roots)
     target = resolve_target(compiled.options.target)
     probe = build_module(graph, None, target, compiled.options)
     flat = compiled.check_inputs(*trial)
     actual = probe.run_flat(flat)
     expected = run_graph_numpy(graph, [t.numpy() for t in flat])
-    for root, a, e in zip(roots, actual, expected):
+    for members, a, e in zip(kernels, actual, expected):
         bad = compare([a], [torch.from_numpy(np.asarray(e))])
         if bad:
-            group = group_graph(graph, root)
-            return (f"culprit kernel: the one computing {root.describe()} "
-                    f"({bad[0]}); smallest IR that shows it:\n{group}")
+            ops = "+".join(n.op for n in members)
+            return (f"culprit kernel: {ops} computing {members[-1].describe()} ({bad[0]}); "
+                    f"smallest IR that shows it:\n{kernel_graph(members)}")
     return None
-
-
-def kernel_roots(graph) -> list:
-    """The node whose value each kernel writes (a group's root, or an ungrouped op)."""
-    roots, seen_groups = [], {}
-    for node in graph.ops():
-        gid = node.meta.get("group")
-        if gid is None:
-            roots.append(node)
-        else:
-            seen_groups[gid] = node  # the last node of a group in order is its root
-    roots += seen_groups.values()
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    return sorted(roots, key=order.__getitem__)
-
-
-def group_graph(graph, root) -> str:
-    """The text IR of ``root``'s kernel alone, its outside operands as inputs."""
-    from ir import Graph
-
-    gid = root.meta.get("group")
-    members = [n for n in graph.ops() if n is root or (gid is not None
-                                                      and n.meta.get("group") == gid)]
-    sub = Graph()
-    mapping: dict = {}
-    for node in members:
-        for i in node.inputs:
-            if i not in mapping and i not in members:
-                mapping[i] = sub.add_input(i.name, i.type)
-        mapping[node] = sub.call(node.op, [mapping[i] for i in node.inputs], node.attrs,
-                                 name=node.name, type=node.type, meta=node.meta)
-    sub.outputs = [mapping[root]]
-    return str(sub)
-
