@@ -48,6 +48,13 @@ class CompiledModule(torch.nn.Module):
     def num_kernels(self) -> int:
         return len(self.kernels)
 
+    def report(self):
+        """Per-kernel table (ops, shapes, FLOPs, bytes, schedule, arena offset); ``str()``
+        of it pretty-prints, ``.to_dict()`` gives data."""
+        from compiler.report import build_report
+
+        return build_report(self.ir, self.kernels, self.plan)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         flat = self.check_inputs(args, kwargs)
         outputs = self._program(*flat)

@@ -1,0 +1,115 @@
+"""The per-kernel report behind ``compiled.report()`` and ``dscompile inspect``.
+
+One row per kernel (fused group or lone op): its ops, operand and result types, FLOPs,
+bytes moved, arithmetic intensity, group, kernel name, chosen schedule and the result's
+offset in the planned arena; totals at the bottom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from compiler.cost import node_bytes, node_flops
+from compiler.kernels import kernel_groups, kernel_inputs
+from ir import Graph
+
+
+@dataclass
+class KernelRow:
+    index: int
+    ops: str  # "conv2d+batch_norm+relu"
+    root: str  # the IR node the kernel writes
+    inputs: list[str]
+    output: str
+    flops: int
+    bytes: int
+    group: int | None
+    kernel: str = ""
+    schedule: str = ""
+    offset: int | None = None
+    source: str = ""
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else 0.0
+
+
+@dataclass
+class Report:
+    rows: list[KernelRow]
+    arena_bytes: int | None = None
+    naive_bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops for r in self.rows)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.bytes for r in self.rows)
+
+    def to_dict(self) -> dict:
+        rows = [dict(asdict(r), intensity=round(r.intensity, 3)) for r in self.rows]
+        return {"kernels": rows, "total_flops": self.total_flops,
+                "total_bytes": self.total_bytes, "arena_bytes": self.arena_bytes,
+                "naive_bytes": self.naive_bytes, **self.extra}
+
+    def __str__(self) -> str:
+        head = ("#", "ops", "inputs", "output", "MFLOP", "KB", "FLOP/B", "group", "kernel",
+                "schedule", "offset")
+        body = [(str(r.index), r.ops, " ".join(r.inputs), r.output, f"{r.flops / 1e6:.2f}",
+                 f"{r.bytes / 1024:.1f}", f"{r.intensity:.2f}",
+                 "" if r.group is None else str(r.group), r.kernel, r.schedule,
+                 "" if r.offset is None else str(r.offset)) for r in self.rows]
+        total = ("", f"total: {len(self.rows)} kernels", "", "",
+                 f"{self.total_flops / 1e6:.2f}", f"{self.total_bytes / 1024:.1f}",
+                 f"{self.total_flops / max(self.total_bytes, 1):.2f}", "", "", "",
+                 "" if self.arena_bytes is None else f"arena {self.arena_bytes}")
+        widths = [max(len(row[i]) for row in (head, *body, total)) for i in range(len(head))]
+
+        def fmt(row):
+            return "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total)])
+
+
+def build_report(graph: Graph, kernels: list | None = None, plan: Any = None) -> Report:
+    """Rows for every kernel of ``graph``; ``kernels`` (backend KernelInfo) and ``plan``
+    (a MemoryPlan) fill the kernel name, schedule and offset columns where given."""
+    info = _kernel_info_by_root(kernels or [])
+    offsets = _offsets(plan)
+    rows = []
+    for index, members in enumerate(kernel_groups(graph)):
+        root = members[-1]
+        ins = kernel_inputs(members)
+        flops = sum(node_flops(n) for n in members)
+        moved = root.type.nbytes() + sum(i.type.nbytes() for i in ins) \
+            if root.type.is_static else sum(node_bytes(n) for n in members)
+        k = info.get(root.name)
+        rows.append(KernelRow(
+            index=index, ops="+".join(n.op for n in members), root=root.name,
+            inputs=[str(i.type) for i in ins if i.op != "constant"], output=str(root.type),
+            flops=flops, bytes=moved, group=root.meta.get("group"),
+            kernel=getattr(k, "name", "") or "", schedule=getattr(k, "schedule", "") or "",
+            offset=offsets.get(root.name), source=root.source or ""))
+    return Report(rows, arena_bytes=getattr(plan, "arena_bytes", None),
+                  naive_bytes=getattr(plan, "naive_bytes", None))
+
+
+def _kernel_info_by_root(kernels: list) -> dict[str, Any]:
+    by_root = {}
+    for k in kernels:
+        names = list(getattr(k, "node_names", []) or [])
+        if names:
+            by_root[names[-1]] = k
+    return by_root
+
+
+def _offsets(plan: Any) -> dict[str, int]:
+    if plan is None:
+        return {}
+    return {b.name: b.offset for b in getattr(plan, "buffers", [])
+            if getattr(b, "offset", None) is not None}
