@@ -1,0 +1,143 @@
+"""Fusion-group formation by op kind (TVM FuseOps-style); sets ``node.meta["group"]``.
+
+The contract (docs/architecture.md) this pass establishes and ``check_partition`` asserts:
+a group is convex, its only value used outside it (or returned) is its root, the last
+member in order; it holds at most one ``anchor``/``reduction`` op, placed first; the other
+members are ``elementwise``/``injective``. Operands from outside (weights, a residual,
+a bias) are kernel parameters.
+
+Greedy, in execution order: every anchor (conv2d, linear, matmul), reduction, and
+elementwise op not yet in a group starts one and absorbs the chain of consumers after
+it while the current root has a single user that is
+  - elementwise with the root's shape (its other operands may come from outside), or
+  - injective with one operand (reshape, permute, slice, ...).
+Since each absorbed root had exactly one user, no member but the last is seen outside:
+the group is convex by construction. Injective producers are not fused *before* an
+anchor in this version; opaque ops and lone injective ops stay ungrouped (their own
+kernel, a ``reshape`` possibly a view).
+"""
+
+from __future__ import annotations
+
+from compiler.pass_manager import Pass, PassResult
+from compiler.pattern import has_single_user
+from ir import LEAF_OPS, Graph, Node
+from ir.registry import get_op
+
+STARTS = ("anchor", "reduction", "elementwise")
+HEADS = ("anchor", "reduction")
+
+
+def kind(node: Node) -> str:
+    return get_op(node.op).kind
+
+
+def can_absorb(graph: Graph, root: Node, user: Node) -> bool:
+    """Whether ``user``, the single user of the group root ``root``, may join its group."""
+    if "group" in user.meta:
+        return False
+    k = kind(user)
+    if k == "elementwise":
+        return user.shape == root.shape
+    return k == "injective" and len(user.inputs) == 1
+
+
+class FuseOps(Pass):
+    name = "fuse"
+
+    def run(self, graph: Graph) -> PassResult:
+        had = {id(n): n.meta.pop("group") for n in graph.nodes if "group" in n.meta}
+        next_id = 0
+        for node in list(graph.ops()):
+            if "group" in node.meta or kind(node) not in STARTS:
+                continue
+            node.meta["group"] = next_id
+            root = node
+            while has_single_user(root, graph) and can_absorb(graph, root, root.users[0]):
+                root = root.users[0]
+                root.meta["group"] = next_id
+            next_id += 1
+        now = {id(n): n.meta["group"] for n in graph.nodes if "group" in n.meta}
+        return PassResult(graph, now != had)
+
+    def ensures(self, graph: Graph) -> None:
+        check_partition(graph)
+
+
+PASS = FuseOps
+
+
+# ----- the contract ---------------------------------------------------------------------
+
+
+class PartitionError(AssertionError):
+    """Fusion groups that break the contract; lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("fusion groups break the contract:\n  " + "\n  ".join(problems))
+
+
+def groups(graph: Graph) -> dict[int, list[Node]]:
+    """Group id -> member nodes in execution order."""
+    out: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        if "group" in node.meta:
+            out.setdefault(node.meta["group"], []).append(node)
+    return out
+
+
+def check_partition(graph: Graph) -> None:
+    """Raise ``PartitionError`` unless every group keeps the contract (module docstring)."""
+    problems: list[str] = []
+    outputs = {id(o) for o in graph.outputs}
+    for node in graph.nodes:
+        if node.op in LEAF_OPS and "group" in node.meta:
+            problems.append(f"{node.describe()}: a {node.op} cannot belong to a group")
+        elif "group" in node.meta and not isinstance(node.meta["group"], int):
+            problems.append(f"{node.describe()}: group id {node.meta['group']!r} is not an int")
+    for gid, members in groups(graph).items():
+        problems += _check_group(gid, members, outputs)
+    if problems:
+        raise PartitionError(problems)
+
+
+def _check_group(gid: int, members: list[Node], outputs: set[int]) -> list[str]:
+    problems = []
+    inside = {id(n) for n in members}
+    escaping = [n for n in members
+                if id(n) in outputs or any(id(u) not in inside for u in n.users)]
+    names = ", ".join(f"%{n.name}" for n in escaping)
+    if len(escaping) != 1:
+        problems.append(f"group {gid}: {len(escaping)} values escape it ({names}); "
+                        f"exactly one (its root) may")
+    elif escaping[0] is not members[-1]:
+        problems.append(f"group {gid}: escaping value {names} is not its last member "
+                        f"%{members[-1].name}")
+    heads = [n for n in members if kind(n) in HEADS]
+    if len(heads) > 1:
+        problems.append(f"group {gid}: more than one anchor/reduction "
+                        f"({', '.join(n.op for n in heads)})")
+    elif heads and heads[0] is not members[0]:
+        problems.append(f"group {gid}: anchor {heads[0].describe()} is not its first member")
+    for n in members:
+        if kind(n) not in ("elementwise", "injective", *HEADS):
+            problems.append(f"group {gid}: {n.describe()} is {kind(n)}, which cannot be fused")
+    if _leaves_and_returns(members, inside):
+        problems.append(f"group {gid}: not convex (a path leaves the group and comes back)")
+    return problems
+
+
+def _leaves_and_returns(members: list[Node], inside: set[int]) -> bool:
+    """Whether some path goes member -> outside node(s) -> member."""
+    work = [u for n in members for u in n.users if id(u) not in inside]
+    seen: set[int] = set()
+    while work:
+        node = work.pop()
+        if id(node) in inside:
+            return True
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        work.extend(node.users)
+    return False
