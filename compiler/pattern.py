@@ -253,14 +253,20 @@ class PatternRewritePass(Pass):
         for node in list(graph.ops()):
             if id(node) in erased:
                 continue
-            new = self.rewrite_one(graph, node)
-            if new is not None:
-                changed = True
-                graph.replace_all_uses(node, new)
-                erased |= erase_dead(graph, [node])
+            found = self.rewrite_one(graph, node)
+            if found is None:
+                continue
+            new, created = found
+            changed = True
+            graph.replace_all_uses(node, new)
+            erased |= erase_dead(graph, [node, *created[::-1]])
+            if any(new is c for c in created) and id(node) in erased \
+                    and node.name not in {n.name for n in graph.nodes}:
+                graph.rename(new, node.name)  # dumps and diffs keep the name readers know
         return changed
 
-    def rewrite_one(self, graph: Graph, node: Node) -> Node | None:
+    def rewrite_one(self, graph: Graph, node: Node) -> tuple[Node, list[Node]] | None:
+        """The first rule's replacement for ``node`` and the nodes it built, if any."""
         for rule in self.rules:
             captures = rule.pattern.match(node, graph)
             if captures is None:
@@ -274,7 +280,7 @@ class PatternRewritePass(Pass):
                 raise RewriteError(f"rule {rule.name!r} replaced {node.describe()} of type "
                                    f"{node.type} by %{new.name} of type {new.type}")
             self.fired[rule.name] = self.fired.get(rule.name, 0) + 1
-            return new
+            return new, rw.created
         return None
 
 

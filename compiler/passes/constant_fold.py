@@ -54,13 +54,14 @@ class ConstantFold(Pass):
             result = eval_node(node, values)
             if node.shape == ():
                 new = graph.add_constant(result.item(), node.dtype, before=node,
-                                         name=node.name + "_c")
+                                         name=node.name)
                 new.meta.update(derived_meta(node, self.name))
             else:
-                new = graph.add_weight(node.name + "_folded", result, node.type, before=node,
+                new = graph.add_weight(node.name, result, node.type, before=node,
                                        meta=derived_meta(node, self.name))
             graph.replace_all_uses(node, new)
             graph.erase(node)
+            graph.rename(new, node.name)  # the folded value keeps its name
             modified = True
         return PassResult(graph, modified)
 

@@ -131,7 +131,7 @@ def eval_node(node: Node, args: Sequence[np.ndarray]) -> np.ndarray:
     """Compute ``node`` on numpy operands; the result has the node's dtype and shape."""
     if node.op not in OPS:
         raise NotImplementedError(f"no evaluator for op {node.op!r}")
-    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
+    tensors = [torch.from_numpy(np.array(a, copy=True)) for a in args]  # never alias weights
     out = OPS[node.op](tensors, full_attrs(node))
     result = out.detach().numpy().astype(node.dtype, copy=False)
     if tuple(result.shape) != tuple(node.shape):

@@ -86,6 +86,7 @@ class MergeLinearChain(Pass):
         graph.replace_all_uses(second, new)
         for dead in [second, *reversed(reshapes), first]:
             graph.erase(dead)
+        graph.rename(new, second.name)  # readers of the second linear's value keep its name
 
 
 PASS = MergeLinearChain
