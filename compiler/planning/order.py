@@ -2,7 +2,8 @@
 a lower peak of live bytes than the captured order.
 
 The cost of an order: during each step, the buffers already written and still needed
-(graph outputs stay to the end) plus the step's own output. The live set after a set of
+(graph outputs stay to the end) plus the step's own output. In-place reuse is left out
+of this cost (the arena may do better than it, never worse). The live set after a set of
 scheduled kernels depends only on that set, so on small graphs an exact search over the
 sets (memoized, a downset at a time) finds the best order; larger graphs get a greedy
 order with a short look-ahead. The captured order is always a candidate, so the result
@@ -26,6 +27,7 @@ from ir import LEAF_OPS, Graph, Node
 EXACT_MAX_KERNELS = 64  # bitmask search; the state cap is what bounds its time
 EXACT_MAX_STATES = 100_000
 LOOKAHEAD = 2
+WIDE_FRONTIER = 12  # more ready kernels than this: look one step ahead, not LOOKAHEAD
 
 
 @dataclass(frozen=True)
@@ -39,35 +41,54 @@ class Ordering:
 
 
 class _Problem:
-    """Kernels as bit positions: sizes, predecessor and reader masks, outputs."""
+    """Kernels as bit positions: sizes, operand and reader lists, outputs. A *state* is
+    ``(done, ready, live)``: the scheduled set, the set whose operands are all done (both
+    bitmasks) and the bytes held; ``run`` advances it by one kernel in time linear in
+    that kernel's edges, so searches never rescan the graph."""
 
     def __init__(self, steps: list[Step], outputs: set[str]) -> None:
         index = {s.name: i for i, s in enumerate(steps)}
         self.n = len(steps)
         self.full = (1 << self.n) - 1
         self.size = [s.nbytes for s in steps]
-        self.preds = [sum(1 << index[r] for r in s.reads) for s in steps]
-        self.readers = [0] * self.n
-        for i, s in enumerate(steps):
-            for r in s.reads:
-                self.readers[index[r]] |= 1 << i
+        self.operands = [[index[r] for r in s.reads] for s in steps]
+        self.preds = [sum(1 << j for j in ops) for ops in self.operands]
+        self.readers: list[list[int]] = [[] for _ in steps]
+        for i, ops in enumerate(self.operands):
+            for j in ops:
+                self.readers[j].append(i)
+        self.reader_mask = [sum(1 << i for i in rs) for rs in self.readers]
         self.keep = [s.name in outputs for s in steps]
+        self.start = (0, sum(1 << k for k in range(self.n) if not self.preds[k]), 0)
 
-    def ready(self, done: int) -> Iterator[int]:
-        for k in range(self.n):
-            if not done >> k & 1 and self.preds[k] & ~done == 0:
-                yield k
+    def ready(self, state: tuple[int, int, int]) -> Iterator[int]:
+        ready = state[1]
+        while ready:
+            low = ready & -ready
+            yield low.bit_length() - 1
+            ready ^= low
 
-    def live(self, done: int) -> int:
-        """Bytes held after the kernels in ``done``: outputs, and buffers still to be read."""
-        return sum(self.size[j] for j in range(self.n)
-                   if done >> j & 1 and (self.keep[j] or self.readers[j] & ~done))
+    def run(self, state: tuple[int, int, int], k: int) -> tuple[int, tuple[int, int, int]]:
+        """Bytes live during kernel ``k`` (held ones plus its output), and the next state."""
+        done, ready, live = state
+        during = live + self.size[k]
+        done |= 1 << k
+        ready &= ~(1 << k)
+        for r in self.readers[k]:
+            if self.preds[r] & ~done == 0:
+                ready |= 1 << r
+        if self.keep[k] or self.reader_mask[k] & ~done:
+            live += self.size[k]
+        for j in set(self.operands[k]):  # operands read for the last time are freed
+            if not self.keep[j] and self.reader_mask[j] & ~done == 0:
+                live -= self.size[j]
+        return during, (done, ready, live)
 
     def peak(self, order: list[int]) -> int:
-        done, peak = 0, 0
+        state, peak = self.start, 0
         for k in order:
-            peak = max(peak, self.live(done) + self.size[k])
-            done |= 1 << k
+            during, state = self.run(state, k)
+            peak = max(peak, during)
         return peak
 
 
@@ -81,49 +102,51 @@ def exact_order(problem: _Problem, max_states: int = EXACT_MAX_STATES) -> list[i
     arena fewer holes than ones made early."""
     memo: dict[int, tuple[int, int, int]] = {}  # done -> (peak, byte-steps, next kernel)
 
-    def best(done: int) -> tuple[int, int]:
+    def best(state: tuple[int, int, int]) -> tuple[int, int]:
+        done = state[0]
         if done == problem.full:
             return 0, 0
         if done not in memo:
             if len(memo) >= max_states:
                 raise _TooManyStates
-            base = problem.live(done)
-            memo[done] = min(_extend(base + problem.size[k], best(done | 1 << k), k)
-                             for k in problem.ready(done))
+            options = []
+            for k in problem.ready(state):
+                during, after = problem.run(state, k)
+                peak, byte_steps = best(after)
+                options.append((max(during, peak), during + byte_steps, k))
+            memo[done] = min(options)
         return memo[done][:2]
 
-    best(0)
-    order, done = [], 0
-    while done != problem.full:
-        k = memo[done][2]
+    best(problem.start)
+    order, state = [], problem.start
+    while state[0] != problem.full:
+        k = memo[state[0]][2]
         order.append(k)
-        done |= 1 << k
+        state = problem.run(state, k)[1]
     return order
-
-
-def _extend(during: int, rest: tuple[int, int], k: int) -> tuple[int, int, int]:
-    return max(during, rest[0]), during + rest[1], k
 
 
 def greedy_order(problem: _Problem, lookahead: int = LOOKAHEAD) -> list[int]:
     """Repeatedly run the ready kernel whose best ``lookahead``-step continuation has the
     lowest peak, then the fewest bytes left live."""
-    order, done = [], 0
-    while done != problem.full:
-        k = min(problem.ready(done), key=lambda k: (*_window(problem, done, k, lookahead), k))
+    order, state = [], problem.start
+    while state[0] != problem.full:
+        ready = list(problem.ready(state))
+        depth = lookahead if len(ready) <= WIDE_FRONTIER else min(lookahead, 1)
+        k = min(ready, key=lambda k: (*_window(problem, state, k, depth), k))
         order.append(k)
-        done |= 1 << k
+        state = problem.run(state, k)[1]
     return order
 
 
-def _window(problem: _Problem, done: int, k: int, depth: int) -> tuple[int, int]:
+def _window(problem: _Problem, state: tuple[int, int, int], k: int,
+            depth: int) -> tuple[int, int]:
     """(peak, live bytes at the end) of running ``k`` and then the best ``depth`` more."""
-    here = problem.live(done) + problem.size[k]
-    after = done | 1 << k
-    if depth == 0 or after == problem.full:
-        return here, problem.live(after)
+    during, after = problem.run(state, k)
+    if depth == 0 or after[0] == problem.full:
+        return during, after[2]
     peak, live = min(_window(problem, after, j, depth - 1) for j in problem.ready(after))
-    return max(here, peak), live
+    return max(during, peak), live
 
 
 def memory_aware_order(graph: Graph, exact_max_kernels: int = EXACT_MAX_KERNELS) -> Ordering:
