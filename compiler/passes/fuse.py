@@ -3,8 +3,9 @@
 The contract (docs/architecture.md) this pass establishes and ``check_partition`` asserts:
 a group is convex, its only value used outside it (or returned) is its root, the last
 member in order; it holds at most one ``anchor``/``reduction`` op, placed first; the other
-members are ``elementwise``/``injective``. Operands from outside (weights, a residual,
-a bias) are kernel parameters.
+members are ``elementwise``/``injective`` and, when there is an anchor, form its epilogue
+(each reads the anchor or a member that does). Operands from outside (weights, a
+residual, a bias) are kernel parameters.
 
 Greedy, in execution order: every anchor (conv2d, linear, matmul), reduction, and
 elementwise op not yet in a group starts one and absorbs the chain of consumers after
@@ -120,6 +121,14 @@ def _check_group(gid: int, members: list[Node], outputs: set[int]) -> list[str]:
                         f"({', '.join(n.op for n in heads)})")
     elif heads and heads[0] is not members[0]:
         problems.append(f"group {gid}: anchor {heads[0].describe()} is not its first member")
+    if len(heads) == 1 and heads[0] is members[0]:
+        reached = {id(members[0])}
+        for n in members[1:]:  # members are in execution order
+            if any(id(i) in reached for i in n.inputs):
+                reached.add(id(n))
+            else:
+                problems.append(f"group {gid}: {n.describe()} does not read the anchor's "
+                                f"value, so it is no epilogue of it")
     for n in members:
         if kind(n) not in ("elementwise", "injective", *HEADS):
             problems.append(f"group {gid}: {n.describe()} is {kind(n)}, which cannot be fused")
