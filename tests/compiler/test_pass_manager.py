@@ -19,8 +19,8 @@ from compiler.pass_manager import (
 from compiler.passes import PASSES
 from compiler.passes.dce import DeadCodeElimination
 from compiler.passes.simplify import Simplify
-from compiler.pipelines import build_pipeline, optimize, run_named_passes
 from compiler.passes.testing import assert_round_trips, assert_same_numerics, graph_from_text
+from compiler.pipelines import build_pipeline, optimize, run_named_passes
 
 TEXT = """graph(%x : f32[2,8]) {
   %w : f32[16,8] = weight()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import ir
+from compiler.passes.testing import assert_round_trips, assert_same_numerics, random_weights
 from compiler.pattern import (
     Any,
     Pat,
@@ -16,7 +17,6 @@ from compiler.pattern import (
     is_weight,
     op_kind,
 )
-from compiler.passes.testing import assert_round_trips, assert_same_numerics, random_weights
 
 GRAPH = """graph(%x : f32[4,8], %y : f32[4,8]) {
   %s : f32[4,8] = sigmoid(%x)
