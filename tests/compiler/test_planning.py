@@ -24,7 +24,7 @@ from compiler.planning import (
     reorder,
 )
 from compiler.planning.plan import Buffer
-from compiler.planning.sample_graphs import mlp, resnet_chain
+from compiler.planning.sample_graphs import mlp, mobilenet_chain, resnet_chain
 from ir import Graph, Node, TensorType, get_op
 
 F32 = "float32"
@@ -296,7 +296,8 @@ def test_groups_take_no_bytes_inside() -> None:
     assert plan.naive_bytes < plan_memory(unfused).naive_bytes
 
 
-@pytest.mark.parametrize("build", [resnet_chain, mlp, lambda: resnet_chain(grouped=False)])
+@pytest.mark.parametrize("build", [resnet_chain, mobilenet_chain, mlp,
+                                   lambda: resnet_chain(grouped=False)])
 def test_arena_within_five_percent_of_the_lower_bound_on_chains(build) -> None:
     plan = plan_memory(build())
     assert plan.arena_bytes <= 1.05 * plan.lower_bound_bytes
