@@ -1,0 +1,156 @@
+"""Build: lower, schedule per target kind, compile with our Relax pipeline, run on the VM.
+
+Tensors cross torch <-> TVM through DLPack without copies, both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+
+from backends.tvm.lower import KernelInfo, LoweredModule, describe_nodes, lower_graph, tvm_message
+from backends.tvm.pipeline import relax_pipeline
+from backends.tvm.schedules import apply_rules, rules_for, schedule_module
+from backends.tvm.target import resolve_target, target_kind
+from compiler.errors import DeviceError, LoweringError
+from ir import Graph
+
+_ALIGN = 64  # TVM's kernels assume 64-byte aligned buffers
+_DEVICES = {"cpu": tvm.cpu, "cuda": tvm.cuda, "rocm": tvm.rocm}
+
+
+def build(graph: Graph, target: Any, *, schedule: bool = True) -> BuiltModule:
+    """Lower ``graph``, schedule every kernel for ``target`` and compile it.
+
+    Raises
+    ------
+    LoweringError
+        For ops without a lowering (all listed at once), or TVM failing on a kernel (naming
+        the kernel's IR nodes).
+    """
+    tvm_target = resolve_target(target)
+    kind = target_kind(tvm_target)
+    lowered = lower_graph(graph, tvm_target)
+    mod = lowered.mod
+    unscheduled = {k.name: mod[k.name] for k in lowered.kernels}  # PrimFuncs are immutable
+    if schedule:
+        mod = schedule_module(mod, lowered.kernels, tvm_target, kind)
+    else:
+        for k in lowered.kernels:
+            k.schedule = "none"
+    executable = _compile(mod, lowered, unscheduled, graph, tvm_target, kind)
+    return BuiltModule(graph, lowered, mod, executable, tvm_target, kind)
+
+
+def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph: Graph,
+             target: tvm.target.Target, kind: str) -> relax.Executable:
+    try:
+        return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
+    except Exception as first:  # find the kernel(s) at fault, reschedule them, try once more
+        bad = [k for k in lowered.kernels if not _builds_alone(mod[k.name], target)]
+        if not bad:
+            raise LoweringError(f"TVM failed to build the program: {tvm_message(first)}") \
+                from None
+        _, fallback = rules_for(kind)
+        for k in bad:
+            func, rule = apply_rules(unscheduled[k.name], target, [], fallback)
+            mod[k.name] = func
+            k.schedule = f"{rule} (retry)"
+        try:
+            return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
+        except Exception as second:
+            nodes = [graph.node(n) for k in bad for n in k.node_names]
+            raise LoweringError(f"TVM failed to build the kernel of:\n  {describe_nodes(nodes)}"
+                                f"\n  TVM says: {tvm_message(second)}") from None
+
+
+def _builds_alone(func, target: tvm.target.Target) -> bool:
+    try:
+        tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+        return True
+    except Exception:
+        return False
+
+
+class BuiltModule:
+    """A compiled program: call it with torch tensors, get the outputs as a flat list in the
+    order of ``graph.outputs``."""
+
+    def __init__(self, graph: Graph, lowered: LoweredModule, mod: tvm.IRModule,
+                 executable: relax.Executable, target: tvm.target.Target, kind: str):
+        self.graph = graph
+        self.lowered = lowered
+        self.mod = mod  # the scheduled IRModule given to tvm.compile
+        self.executable = executable
+        self.target = target
+        self.kind = kind
+        self.kernels: list[KernelInfo] = lowered.kernels
+        self._vm: relax.VirtualMachine | None = None
+        self._weights: dict[str, torch.Tensor] = {}
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def device(self) -> tvm.runtime.Device:
+        return _DEVICES[self.kind](0)
+
+    def vm(self) -> relax.VirtualMachine:
+        """The VM, created on first use so that a GPU program builds on a machine without it."""
+        if self._vm is None:
+            if not self.device.exist:
+                raise DeviceError(f"the program was built for {self.kind}, but no {self.kind} "
+                                  f"device is present")
+            self._vm = relax.VirtualMachine(self.executable, self.device)
+        return self._vm
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        main = self.vm()["main"]
+        results = main(*[_to_tvm(t) for t in inputs])
+        outputs: list[torch.Tensor] = []
+        for kind, where in self.lowered.outputs:
+            if kind == "result":
+                outputs.append(torch.from_dlpack(results[where]))
+            elif kind == "input":
+                outputs.append(inputs[where])
+            elif kind == "weight":
+                outputs.append(self._weight(where))
+            else:
+                value, dtype = where
+                outputs.append(torch.tensor(value, dtype=_torch_dtype(dtype)))
+        return outputs
+
+    def _weight(self, name: str) -> torch.Tensor:
+        if name not in self._weights:
+            data = np.ascontiguousarray(self.graph.weights[name])
+            self._weights[name] = torch.from_numpy(data.copy())
+        return self._weights[name].clone()  # callers may write to outputs
+
+    def export_library(self, path: str) -> None:
+        """Write the compiled program as a shared library (load with
+        ``tvm.runtime.load_module`` and run on ``relax.VirtualMachine``)."""
+        self.executable.export_library(path)
+
+    def __repr__(self) -> str:
+        return f"BuiltModule({self.num_kernels} kernels, target={self.kind})"
+
+
+def _to_tvm(t: torch.Tensor) -> tvm.runtime.Tensor:
+    if not t.is_contiguous() or t.data_ptr() % _ALIGN:
+        t = _aligned_copy(t)
+    return tvm.runtime.from_dlpack(t)
+
+
+def _aligned_copy(t: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(t, memory_format=torch.contiguous_format)
+    out.copy_(t)
+    return out
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    return getattr(torch, dtype)

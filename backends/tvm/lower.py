@@ -1,0 +1,211 @@
+"""IR graph -> TVM IRModule: a Relax ``main`` calling one TIR PrimFunc per kernel.
+
+A kernel is a fusion group (``node.meta["group"]``) or a lone op (``compiler.kernels``
+decides). Its members' TE computes (``op_table``) are composed inside one ``call_te`` so
+the group becomes one PrimFunc. A kernel made only of ``reshape`` becomes a Relax
+reshape, which TVM's pipeline turns into a no-copy view. Weights are bound as Relax
+constants: they are copied into the executable once, at build time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+
+from backends.tvm.op_table import OP_TABLE, OutType, const
+from compiler.errors import LoweringError
+from compiler.kernels import kernel_groups
+from ir import Graph, Node
+from ir.registry import get_op
+
+KN = "KN"  # a linear weight bound transposed, [in, out], for contiguous inner-loop reads
+
+
+@dataclass
+class KernelInfo:
+    """One generated kernel: the PrimFunc ``name`` and the IR nodes it computes
+    (``node_names[-1]`` is the root it writes)."""
+
+    name: str
+    group_id: int | None
+    node_names: list[str]
+    anchor_op: str
+    schedule: str = ""  # the schedule rule that fired, filled in by build
+
+
+@dataclass
+class LoweredModule:
+    """``mod``: Relax ``main`` + PrimFuncs. ``outputs[i]`` says where graph output ``i``
+    comes from: ``("result", k)`` (the k-th value main returns), ``("input", k)``,
+    ``("weight", name)`` or ``("constant", (value, dtype))``."""
+
+    mod: tvm.IRModule
+    kernels: list[KernelInfo]
+    views: list[str] = field(default_factory=list)  # nodes lowered to no-copy reshapes
+    outputs: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def describe_nodes(nodes: list[Node]) -> str:
+    return "\n  ".join(n.describe() for n in nodes)
+
+
+def tvm_message(error: BaseException, lines: int = 4) -> str:
+    """The first meaningful lines of a TVM error (its traceback is noise for users)."""
+    text = [ln for ln in str(error).splitlines() if ln.strip() and not ln.startswith("  File")]
+    return "\n    ".join(text[:lines])
+
+
+def check_supported(graph: Graph) -> None:
+    """Raise one ``LoweringError`` naming every op without a lowering."""
+    missing = [n for n in graph.ops() if n.op not in OP_TABLE]
+    if missing:
+        raise LoweringError(f"{len(missing)} op(s) have no TVM lowering:\n  "
+                            f"{describe_nodes(missing)}")
+
+
+def lower_graph(graph: Graph, target: Any = None) -> LoweredModule:
+    """Lower ``graph`` to an IRModule with one PrimFunc per kernel (unscheduled)."""
+    check_supported(graph)
+    return _Lowerer(graph).run()
+
+
+class _Lowerer:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.symbols: dict[str, tirx.Var] = {}
+        self.values: dict[Node, relax.Expr] = {}
+        self.consts: dict[tuple[str, str | None], relax.Constant] = {}
+        self.kernels: list[KernelInfo] = []
+        self.views: list[str] = []
+
+    # ----- types ---------------------------------------------------------------------
+    def dim(self, d: int | str) -> tirx.PrimExpr:
+        if isinstance(d, int):
+            return tirx.IntImm("int64", d)
+        if not d.isidentifier():
+            raise LoweringError(f"symbolic dim {d!r} is not a plain name; only named dims "
+                                f"(e.g. 'batch') are supported")
+        return self.symbols.setdefault(d, tirx.Var(d, "int64"))
+
+    def out_type(self, node: Node) -> OutType:
+        return OutType(tuple(self.dim(d) for d in node.shape), node.dtype)
+
+    def tensor_type(self, node: Node) -> relax.TensorType:
+        return relax.TensorType([self.dim(d) for d in node.shape], node.dtype)
+
+    # ----- operands ------------------------------------------------------------------
+    def weight(self, node: Node, layout: str | None) -> relax.Constant:
+        key = (node.name, layout)
+        if key not in self.consts:
+            data = np.asarray(self.graph.weight_data(node))
+            if layout == KN:
+                data = data.T
+            self.consts[key] = relax.const(np.ascontiguousarray(data), node.dtype)
+        return self.consts[key]
+
+    def operand(self, node: Node, layout: str | None) -> relax.Expr:
+        if node.op == "weight":
+            return self.weight(node, layout)
+        return self.values[node]
+
+    @staticmethod
+    def layout(user: Node, position: int) -> str | None:
+        operand = user.inputs[position]
+        if user.op == "linear" and position == 1 and operand.op == "weight":
+            return KN
+        return None
+
+    # ----- lowering ------------------------------------------------------------------
+    def run(self) -> LoweredModule:
+        bb = relax.BlockBuilder()
+        params = [relax.Var(n.name, self.tensor_type(n)) for n in self.graph.inputs]
+        self.values.update(zip(self.graph.inputs, params))
+        with bb.function("main", params):
+            with bb.dataflow():
+                for members in kernel_groups(self.graph):
+                    self.lower_kernel(bb, members)
+                results, outputs = self.collect_outputs()
+                out = bb.emit_output(relax.Tuple(results))
+            bb.emit_func_output(out)
+        return LoweredModule(bb.get(), self.kernels, self.views, outputs)
+
+    def lower_kernel(self, bb: relax.BlockBuilder, members: list[Node]) -> None:
+        root = members[-1]
+        if all(n.op == "reshape" for n in members):  # a view, no kernel
+            source = members[0].inputs[0]
+            shape = [self.dim(d) for d in root.shape]
+            self.values[root] = bb.emit(relax.op.reshape(self.operand(source, None), shape))
+            self.views.append(root.name)
+            return
+        keys: list[tuple[Node, str | None]] = []
+        inside = set(members)
+        for node in members:
+            for pos, i in enumerate(node.inputs):
+                key = (i, self.layout(node, pos))
+                if i not in inside and i.op != "constant" and key not in keys:
+                    keys.append(key)
+
+        def compose(*tensors):
+            env: dict[tuple[Node, str | None], Any] = dict(zip(keys, tensors))
+            for node in members:
+                args = []
+                for pos, i in enumerate(node.inputs):
+                    if i.op == "constant":
+                        args.append(const(i.attrs["value"], i.dtype))
+                    elif i in inside:
+                        args.append(env[(i, None)])
+                    else:
+                        args.append(env[(i, self.layout(node, pos))])
+                attrs = dict(node.attrs)
+                if len(node.inputs) > 1 and self.layout(node, 1) == KN:
+                    attrs["weight_layout"] = KN
+                env[(node, None)] = OP_TABLE[node.op](args, attrs, self.out_type(node))
+            return env[(root, None)]
+
+        hint = kernel_name(members)
+        try:
+            call = bb.call_te(compose, *[self.operand(n, lay) for n, lay in keys],
+                              primfunc_name_hint=hint)
+            self.values[root] = bb.emit(call)
+        except LoweringError:
+            raise
+        except Exception as e:  # TVM's or our TE code failing on this group
+            raise LoweringError(f"cannot lower the kernel of:\n  {describe_nodes(members)}\n"
+                                f"  TVM says: {tvm_message(e)}") from None
+        self.kernels.append(KernelInfo(call.args[0].name_hint, root.meta.get("group"),
+                                       [n.name for n in members], anchor_op(members)))
+
+    def collect_outputs(self) -> tuple[list[relax.Expr], list[tuple[str, Any]]]:
+        results: list[relax.Expr] = []
+        outputs: list[tuple[str, Any]] = []
+        for node in self.graph.outputs:
+            if node.op == "input":
+                outputs.append(("input", self.graph.inputs.index(node)))
+            elif node.op == "weight":
+                outputs.append(("weight", node.name))
+            elif node.op == "constant":
+                outputs.append(("constant", (node.attrs["value"], node.dtype)))
+            else:
+                outputs.append(("result", len(results)))
+                results.append(self.values[node])
+        return results, outputs
+
+
+def anchor_op(members: list[Node]) -> str:
+    """The op a kernel is named after: its anchor/reduction/opaque op, else its first op."""
+    for n in members:
+        if get_op(n.op).kind in ("anchor", "reduction", "opaque"):
+            return n.op
+    return members[0].op
+
+
+def kernel_name(members: list[Node]) -> str:
+    ops: list[str] = []
+    for n in members:
+        if n.op not in ops:
+            ops.append(n.op)
+    return "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "")

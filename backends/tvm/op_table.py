@@ -1,0 +1,619 @@
+"""IR op -> TE compute: one entry per op of ``ir/ops.py``.
+
+Each entry is ``fn(args, attrs, out) -> te.Tensor``: ``args`` are the operands (a
+``te.Tensor``, or a ``PrimExpr`` for a scalar ``constant``), ``attrs`` the node's attrs and
+``out`` the node's result type (shape as TIR expressions, dtype). Semantics are PyTorch's
+eval-mode op of the same name. Computes are written so the CPU schedule rules can read
+them: one block per op where possible, reductions as ``te.sum``/``te.max`` blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tvm import te, tirx, topi
+
+Operand = Any  # te.Tensor | tirx.PrimExpr
+
+
+@dataclass(frozen=True)
+class OutType:
+    """The result type of a node, with symbolic dims as TIR variables."""
+
+    shape: tuple
+    dtype: str
+
+
+OpFn = Callable[[list[Operand], dict, OutType], te.Tensor]
+OP_TABLE: dict[str, OpFn] = {}
+
+
+def register(*names: str) -> Callable[[OpFn], OpFn]:
+    def wrap(fn: OpFn) -> OpFn:
+        for name in names:
+            OP_TABLE[name] = fn
+        return fn
+
+    return wrap
+
+
+# ----- helpers -----------------------------------------------------------------------
+
+
+def is_float(dtype: str) -> bool:
+    return dtype.startswith("float") or dtype == "bfloat16"
+
+
+def const(value: float | int | bool, dtype: str) -> tirx.PrimExpr:
+    if dtype == "bool":
+        return tirx.const(bool(value), "bool")
+    if is_float(dtype):
+        return tirx.const(float(value), dtype)
+    return tirx.const(int(value), dtype)
+
+
+def cast(x: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
+    return x if dtype_of(x) == dtype else x.astype(dtype)
+
+
+def shape_of(x: Operand) -> tuple:
+    return tuple(x.shape) if isinstance(x, te.Tensor) else ()
+
+
+def dtype_of(x: Operand) -> str:
+    """A tensor's or a scalar expression's dtype as a string ("float32")."""
+    if isinstance(x, (te.Tensor, te.tensor.TensorSlice)):
+        return str(x.dtype)
+    return str(x.ty)
+
+
+def at(x: Operand, index: tuple) -> tirx.PrimExpr:
+    """``x`` read at the (broadcast) output ``index``: size-1 axes read element 0."""
+    if not isinstance(x, te.Tensor):
+        return x
+    rank = len(x.shape)
+    sub = index[len(index) - rank:] if rank else ()
+    return x(*[_zero_like(i) if _is_one(d) else i for d, i in zip(x.shape, sub)])
+
+
+def _is_one(dim: Any) -> bool:
+    return isinstance(dim, (int, tirx.IntImm)) and int(dim) == 1
+
+
+def _zero_like(index: tirx.PrimExpr) -> tirx.PrimExpr:
+    return tirx.const(0, dtype_of(index))
+
+
+_WIDTH = {"bool": 0, "uint8": 1, "int8": 1, "int32": 2, "int64": 3, "float16": 4,
+          "bfloat16": 4, "float32": 5, "float64": 6}
+
+
+def common_dtype(args: list[Operand]) -> str:
+    """The dtype operands are compared in: the widest float, else the widest int."""
+    return max((dtype_of(a) for a in args), key=lambda d: _WIDTH[d])
+
+
+def elementwise(fn: Callable[..., tirx.PrimExpr], args: list[Operand], out: OutType,
+                in_dtype: str | None = None, name: str = "T_elemwise") -> te.Tensor:
+    """``out[i] = fn(*args[i])`` with broadcasting; operands cast to ``in_dtype``
+    (default: the result dtype) first."""
+    dtype = in_dtype or out.dtype
+
+    def body(*index):
+        return cast(fn(*[cast(at(a, index), dtype) for a in args]), out.dtype)
+
+    return te.compute(out.shape, body, name=name)
+
+
+def unary(fn: Callable[[tirx.PrimExpr], tirx.PrimExpr]) -> OpFn:
+    return lambda args, attrs, out: elementwise(fn, args, out)
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    return axis % rank if rank else 0
+
+
+def norm_dims(dims: tuple | None, rank: int) -> list[int]:
+    return list(range(rank)) if dims is None else sorted(norm_axis(d, rank) for d in dims)
+
+
+# ----- elementwise -------------------------------------------------------------------
+
+
+def _gelu(x: tirx.PrimExpr, approximate: str) -> tirx.PrimExpr:
+    dtype = dtype_of(x)
+    half, one = const(0.5, dtype), const(1.0, dtype)
+    if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        inner = const(math.sqrt(2.0 / math.pi), dtype) * (x + const(0.044715, dtype) * x * x * x)
+        return half * x * (one + tirx.tanh(inner))
+    return half * x * (one + tirx.erf(x * const(1.0 / math.sqrt(2.0), dtype)))  # erf form
+
+
+def _relu6(x):  # min(max(x, 0), 6)
+    return tirx.min(tirx.max(x, const(0, dtype_of(x))), const(6, dtype_of(x)))
+
+
+def _hardsigmoid(x):  # relu6(x + 3) / 6
+    return _relu6(x + const(3, dtype_of(x))) / const(6, dtype_of(x))
+
+
+register("relu")(unary(lambda x: tirx.max(x, const(0, dtype_of(x)))))
+register("relu6")(unary(_relu6))
+register("sigmoid")(unary(tirx.sigmoid))
+register("silu")(unary(lambda x: x * tirx.sigmoid(x)))
+register("tanh")(unary(tirx.tanh))
+register("hardswish")(unary(lambda x: x * _hardsigmoid(x)))
+register("hardsigmoid")(unary(_hardsigmoid))
+register("exp")(unary(tirx.exp))
+register("log")(unary(tirx.log))
+register("sqrt")(unary(tirx.sqrt))
+register("rsqrt")(unary(lambda x: const(1, dtype_of(x)) / tirx.sqrt(x)))
+register("erf")(unary(tirx.erf))
+register("sin")(unary(tirx.sin))
+register("cos")(unary(tirx.cos))
+register("reciprocal")(unary(lambda x: const(1, dtype_of(x)) / x))
+register("neg")(unary(lambda x: -x))
+register("abs")(unary(tirx.abs))
+register("cast")(unary(lambda x: x))
+
+
+@register("gelu")
+def gelu(args, attrs, out):
+    return elementwise(lambda x: _gelu(x, attrs.get("approximate", "none")), args, out)
+
+
+@register("leaky_relu")
+def leaky_relu(args, attrs, out):
+    slope = attrs.get("negative_slope", 0.01)
+
+    def fn(x):  # x if x > 0 else slope * x
+        return tirx.Select(x > const(0, dtype_of(x)), x, x * const(slope, dtype_of(x)))
+
+    return elementwise(fn, args, out)
+
+
+@register("clamp")
+def clamp(args, attrs, out):
+    lo, hi = attrs.get("min"), attrs.get("max")
+
+    def fn(x):
+        if lo is not None:
+            x = tirx.max(x, const(lo, dtype_of(x)))
+        if hi is not None:
+            x = tirx.min(x, const(hi, dtype_of(x)))
+        return x
+
+    return elementwise(fn, args, out)
+
+
+@register("logical_not")
+def logical_not(args, attrs, out):
+    return elementwise(lambda x: tirx.Not(x), args, out, in_dtype="bool")
+
+
+def _div(a, b):  # true division for floats, floor division for ints (torch floor_divide)
+    return a / b if is_float(dtype_of(a)) else tirx.floordiv(a, b)
+
+
+def _pow(a, b):
+    if is_float(dtype_of(a)):
+        return tirx.power(a, b)
+    return tirx.power(a.astype("float64"), b.astype("float64")).astype(dtype_of(a))
+
+
+_BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": _div,
+    "pow": _pow,
+    "maximum": tirx.max,
+    "minimum": tirx.min,
+}
+_COMPARE = {
+    "eq": tirx.EQ,
+    "ne": tirx.NE,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+_LOGICAL = {"logical_and": tirx.And, "logical_or": tirx.Or}
+
+for _name, _fn in _BINARY.items():
+    register(_name)(lambda args, attrs, out, _fn=_fn: elementwise(_fn, args, out))
+for _name, _fn in _COMPARE.items():
+    register(_name)(lambda args, attrs, out, _fn=_fn:
+                    elementwise(_fn, args, out, in_dtype=common_dtype(args)))
+for _name, _fn in _LOGICAL.items():
+    register(_name)(lambda args, attrs, out, _fn=_fn:
+                    elementwise(_fn, args, out, in_dtype="bool"))
+
+
+@register("where")
+def where(args, attrs, out):
+    cond, a, b = args
+
+    def body(*index):
+        return tirx.Select(cast(at(cond, index), "bool"), cast(at(a, index), out.dtype),
+                           cast(at(b, index), out.dtype))
+
+    return te.compute(out.shape, body, name="T_where")
+
+
+@register("batch_norm")
+def batch_norm(args, attrs, out):
+    """Eval mode: (x - mean) / sqrt(var + eps) * weight + bias, per channel (axis 1)."""
+    x, mean, var, *affine = args
+    eps = const(attrs.get("eps", 1e-5), out.dtype)
+
+    def body(*index):
+        c = index[1]
+        y = (cast(x(*index), out.dtype) - mean[c]) / tirx.sqrt(var[c] + eps)
+        if affine:
+            y = y * affine[0][c]
+        if len(affine) > 1:
+            y = y + affine[1][c]
+        return y
+
+    return te.compute(out.shape, body, name="T_batch_norm")
+
+
+# ----- reductions --------------------------------------------------------------------
+
+
+def _reduce(op: str) -> OpFn:
+    def fn(args, attrs, out):
+        x = args[0]
+        rank = len(x.shape)
+        dims = norm_dims(attrs.get("dims"), rank)
+        keep = attrs.get("keepdim", False)
+        acc_dtype = out.dtype
+        src = topi.cast(x, acc_dtype) if dtype_of(x) != acc_dtype else x
+        topi_fn = {"sum": topi.sum, "mean": topi.sum, "amax": topi.max, "amin": topi.min}[op]
+        red = topi_fn(src, axis=dims, keepdims=keep) if dims else src
+        if op != "mean":
+            return red
+        count = 1
+        for d in dims:
+            count = count * x.shape[d]
+        return te.compute(red.shape, lambda *i: red(*i) / cast(count, acc_dtype), name="T_mean")
+
+    return fn
+
+
+for _name in ("sum", "mean", "amax", "amin"):
+    OP_TABLE[_name] = _reduce(_name)
+
+
+def _float_input(x: te.Tensor, dtype: str) -> te.Tensor:
+    return x if dtype_of(x) == dtype else topi.cast(x, dtype)
+
+
+@register("softmax")
+def softmax(args, attrs, out):
+    x = _float_input(args[0], out.dtype)
+    return topi.nn.softmax(x, axis=norm_axis(attrs["dim"], len(x.shape)))
+
+
+@register("log_softmax")
+def log_softmax(args, attrs, out):
+    x = _float_input(args[0], out.dtype)
+    return topi.nn.log_softmax(x, axis=norm_axis(attrs["dim"], len(x.shape)))
+
+
+@register("layer_norm")
+def layer_norm(args, attrs, out):
+    """(x - mean) / sqrt(var + eps) [* weight] [+ bias] over the trailing dims; the variance
+    is computed from centred values (two passes), as torch does, not from E[x^2]."""
+    x, *affine = args
+    n = attrs["normalized_ndim"]
+    rank = len(x.shape)
+    lead = rank - n
+    count = 1
+    for d in x.shape[lead:]:
+        count = count * d
+    inv = const(1.0, out.dtype) / cast(count, out.dtype)
+    axes = [te.reduce_axis((0, d), name=f"k{i}") for i, d in enumerate(x.shape[lead:])]
+    mean = te.compute(x.shape[:lead], lambda *i: te.sum(x(*i, *axes) * inv, axis=axes),
+                      name="T_ln_mean")
+    axes2 = [te.reduce_axis((0, d), name=f"j{i}") for i, d in enumerate(x.shape[lead:])]
+
+    def sq(*i):
+        diff = x(*i, *axes2) - mean(*i)
+        return te.sum(diff * diff, axis=axes2)
+
+    var = te.compute(x.shape[:lead], sq, name="T_ln_var")
+    eps = const(attrs.get("eps", 1e-5), out.dtype)
+
+    def body(*index):
+        y = (x(*index) - mean(*index[:lead])) / tirx.sqrt(var(*index[:lead]) * inv + eps)
+        if affine:
+            y = y * affine[0](*index[lead:])
+        if len(affine) > 1:
+            y = y + affine[1](*index[lead:])
+        return y
+
+    return te.compute(x.shape, body, name="T_layer_norm")
+
+
+def _lowest(dtype: str) -> tirx.PrimExpr:
+    return tirx.min_value(dtype) if not is_float(dtype) else const(-math.inf, dtype)
+
+
+def _pool2d(op: str) -> OpFn:
+    def fn(args, attrs, out):
+        """Windows over a padded copy; sizes come from the IR type (torch's ceil_mode rule)."""
+        x = args[0]
+        (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["padding"]
+        dh, dw = attrs.get("dilation", (1, 1)) if op == "max_pool2d" else (1, 1)
+        oh, ow = int(out.shape[2]), int(out.shape[3])
+        h, w = int(x.shape[2]), int(x.shape[3])
+        need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+        extra_h, extra_w = max(0, need_h - h - ph), max(0, need_w - w - pw)
+        fill = _lowest(dtype_of(x)) if op == "max_pool2d" else const(0, dtype_of(x))
+        padded = x
+        if ph or pw or extra_h or extra_w:
+            padded = topi.nn.pad(x, [0, 0, ph, pw], [0, 0, extra_h, extra_w], fill)
+        rh = te.reduce_axis((0, kh), name="rh")
+        rw = te.reduce_axis((0, kw), name="rw")
+
+        def window(n, c, i, j):
+            return padded[n, c, i * sh + rh * dh, j * sw + rw * dw]
+
+        if op == "max_pool2d":
+            return te.compute(out.shape, lambda n, c, i, j: te.max(window(n, c, i, j),
+                                                                    axis=[rh, rw]),
+                              name="T_max_pool2d")
+        total = te.compute(out.shape, lambda n, c, i, j: te.sum(window(n, c, i, j),
+                                                                 axis=[rh, rw]),
+                           name="T_pool_sum")
+        include_pad = attrs.get("count_include_pad", True)
+
+        def divisor(i, size, k, s, p):
+            start = i * s - p
+            end = tirx.min(start + k, size + p)
+            if include_pad:
+                return end - start
+            return tirx.min(end, size) - tirx.max(start, 0)
+
+        def avg(n, c, i, j):
+            count = divisor(i, h, kh, sh, ph) * divisor(j, w, kw, sw, pw)
+            return total[n, c, i, j] / cast(count, out.dtype)
+
+        return te.compute(out.shape, avg, name="T_avg_pool2d")
+
+    return fn
+
+
+OP_TABLE["max_pool2d"] = _pool2d("max_pool2d")
+OP_TABLE["avg_pool2d"] = _pool2d("avg_pool2d")
+
+
+@register("adaptive_avg_pool2d")
+def adaptive_avg_pool2d(args, attrs, out):
+    return topi.nn.adaptive_pool(args[0], tuple(attrs["output_size"]), "avg", layout="NCHW")
+
+
+# ----- anchors -----------------------------------------------------------------------
+
+
+def _with_bias(y: te.Tensor, bias: te.Tensor | None, axis: int) -> te.Tensor:
+    if bias is None:
+        return y
+    return te.compute(y.shape, lambda *i: y(*i) + bias[i[axis]], name="T_bias")
+
+
+@register("conv2d")
+def conv2d(args, attrs, out):
+    x, w, *bias = args
+    stride, padding = attrs.get("stride", (1, 1)), attrs.get("padding", (0, 0))
+    dilation, groups = attrs.get("dilation", (1, 1)), attrs.get("groups", 1)
+    x, w = _float_input(x, out.dtype), _float_input(w, out.dtype)
+    if groups == 1:
+        y = topi.nn.conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
+    elif groups == int(x.shape[1]) and int(w.shape[0]) == groups:  # depthwise, multiplier 1
+        y = topi.nn.depthwise_conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
+    else:
+        y = topi.nn.group_conv2d_nchw(x, w, stride, padding, dilation, groups,
+                                      out_dtype=out.dtype)
+    return _with_bias(y, bias[0] if bias else None, axis=1)
+
+
+@register("linear")
+def linear(args, attrs, out):
+    """x @ W.T + b. ``attrs["weight_layout"] == "KN"`` says the backend bound W transposed
+    (a constant laid out [in, out]) so the inner loop reads it contiguously."""
+    x, w, *bias = args
+    k = te.reduce_axis((0, x.shape[-1]), name="k")
+    transposed = attrs.get("weight_layout") == "KN"
+
+    def body(*index):
+        lhs = cast(x(*index[:-1], k), out.dtype)
+        rhs = w[k, index[-1]] if transposed else w[index[-1], k]
+        return te.sum(lhs * cast(rhs, out.dtype), axis=k)
+
+    y = te.compute(out.shape, body, name="T_linear")
+    return _with_bias(y, bias[0] if bias else None, axis=len(out.shape) - 1)
+
+
+@register("matmul")
+def matmul(args, attrs, out):
+    a, b = args
+    k = te.reduce_axis((0, a.shape[-1]), name="k")
+    rank = len(out.shape)
+
+    def operand(t, index, last):
+        batch = index[:-2]
+        rank_t = len(t.shape)
+        bidx = [_zero_like(i) if _is_one(d) else i
+                for d, i in zip(t.shape[:-2], batch[len(batch) - (rank_t - 2):])]
+        return t(*bidx, *last)
+
+    def body(*index):
+        lhs = operand(a, index, (index[rank - 2], k))
+        rhs = operand(b, index, (k, index[rank - 1]))
+        return te.sum(cast(lhs, out.dtype) * cast(rhs, out.dtype), axis=k)
+
+    return te.compute(out.shape, body, name="T_matmul")
+
+
+@register("sdpa")
+def sdpa(args, attrs, out):
+    """softmax(q @ k^T * scale + mask) @ v; a bool mask keeps True, ``is_causal`` keeps
+    j <= i (torch's tril of ones)."""
+    q, k, v, *mask = args
+    dtype = out.dtype
+    length, emb = q.shape[-2], q.shape[-1]
+    skv = k.shape[-2]
+    scale = attrs.get("scale")
+    scale = const(1.0 / math.sqrt(int(emb)) if scale is None else scale, dtype)
+    score_shape = (*q.shape[:-1], skv)
+    r = len(score_shape)
+    e = te.reduce_axis((0, emb), name="e")
+
+    def bcast(t, index, last):
+        lead = index[:-2]
+        tb = t.shape[:-2]
+        bidx = [_zero_like(i) if _is_one(d) else i for d, i in zip(tb, lead[len(lead) - len(tb):])]
+        return t(*bidx, *last)
+
+    def score(*index):
+        i, j = index[r - 2], index[r - 1]
+        return te.sum(bcast(q, index, (i, e)) * bcast(k, index, (j, e)) * scale, axis=e)
+
+    s = te.compute(score_shape, score, name="T_sdpa_score")
+
+    def masked(*index):
+        val = s(*index)
+        i, j = index[r - 2], index[r - 1]
+        if mask:
+            m = at(mask[0], index)
+            val = tirx.Select(m, val, const(-math.inf, dtype)) if dtype_of(m) == "bool" else \
+                val + cast(m, dtype)
+        if attrs.get("is_causal"):
+            val = tirx.Select(j <= i, val, const(-math.inf, dtype))
+        return val
+
+    s = te.compute(score_shape, masked, name="T_sdpa_mask") if mask or attrs.get("is_causal") \
+        else s
+    p = topi.nn.softmax(s, axis=r - 1)
+    j = te.reduce_axis((0, skv), name="j")
+
+    def attend(*index):
+        return te.sum(p(*index[:-1], j) * bcast(v, index, (j, index[-1])), axis=j)
+
+    del length
+    return te.compute(out.shape, attend, name="T_sdpa_out")
+
+
+@register("embedding")
+def embedding(args, attrs, out):
+    table, idx = args
+    rank = len(idx.shape)
+    return te.compute(out.shape, lambda *i: table[cast(idx(*i[:rank]), "int64"), i[rank]],
+                      name="T_embedding")
+
+
+# ----- injective ---------------------------------------------------------------------
+
+
+@register("reshape")
+def reshape(args, attrs, out):
+    return topi.reshape(args[0], out.shape)
+
+
+@register("permute")
+def permute(args, attrs, out):
+    return topi.transpose(args[0], list(attrs["dims"]))
+
+
+@register("expand")
+def expand(args, attrs, out):
+    x = args[0]
+    return te.compute(out.shape, lambda *i: at(x, i), name="T_expand")
+
+
+@register("slice")
+def slice_(args, attrs, out):
+    x = args[0]
+    dim = norm_axis(attrs["dim"], len(x.shape))
+    start, _, step = slice(attrs["start"], attrs["end"], attrs.get("step", 1)).indices(
+        int(x.shape[dim]))
+
+    def body(*index):
+        src = list(index)
+        src[dim] = index[dim] * step + start
+        return x(*src)
+
+    return te.compute(out.shape, body, name="T_slice")
+
+
+@register("concat")
+def concat(args, attrs, out):
+    parts = [a if dtype_of(a) == out.dtype else topi.cast(a, out.dtype) for a in args]
+    return topi.concatenate(parts, axis=norm_axis(attrs["dim"], len(out.shape)))
+
+
+@register("pad")
+def pad(args, attrs, out):
+    x = args[0]
+    pads = attrs["pads"]
+    rank = len(x.shape)
+    before, after = [0] * rank, [0] * rank
+    for i in range(len(pads) // 2):
+        before[rank - 1 - i], after[rank - 1 - i] = pads[2 * i], pads[2 * i + 1]
+    return topi.nn.pad(x, before, after, const(attrs.get("value", 0.0), dtype_of(x)))
+
+
+def _tri(keep_lower: bool) -> OpFn:
+    def fn(args, attrs, out):
+        x = args[0]
+        diag = attrs.get("diagonal", 0)
+
+        def body(*index):
+            i, j = index[-2], index[-1]
+            keep = (j - i <= diag) if keep_lower else (j - i >= diag)
+            return tirx.Select(keep, x(*index), const(0, dtype_of(x)))
+
+        return te.compute(out.shape, body, name="T_tril" if keep_lower else "T_triu")
+
+    return fn
+
+
+OP_TABLE["tril"] = _tri(True)
+OP_TABLE["triu"] = _tri(False)
+
+
+@register("cumsum")
+def cumsum(args, attrs, out):
+    """A masked reduction (out[i] = sum_{j <= i} x[j]): quadratic in the axis length but an
+    ordinary reduction block that every schedule rule understands."""
+    x = args[0]
+    dim = norm_axis(attrs["dim"], len(x.shape))
+    j = te.reduce_axis((0, x.shape[dim]), name="j")
+
+    def body(*index):
+        src = list(index)
+        src[dim] = j
+        val = cast(x(*src), out.dtype)
+        return te.sum(tirx.Select(j <= index[dim], val, const(0, out.dtype)), axis=j)
+
+    return te.compute(out.shape, body, name="T_cumsum")
+
+
+@register("arange")
+def arange(args, attrs, out):
+    start, step = attrs["start"], attrs.get("step", 1)
+    work = "float64" if is_float(out.dtype) else "int64"
+    return te.compute(out.shape, lambda i: cast(const(start, work) + cast(i, work)
+                                                * const(step, work), out.dtype),
+                      name="T_arange")
+
+
+@register("full")
+def full(args, attrs, out):
+    return te.compute(out.shape, lambda *i: const(attrs["value"], out.dtype), name="T_full")

@@ -1,0 +1,21 @@
+"""Stand-in GPU rules until ``schedules/gpu.py`` exists: TVM's dlight defaults, which bind
+threads so the kernels build (not tuned)."""
+
+from __future__ import annotations
+
+from tvm.s_tir import dlight
+
+
+class _Dlight:
+    def __init__(self, rule: dlight.ScheduleRule):
+        self.rule = rule
+        self.name = f"dlight.{type(rule).__name__}"
+
+    def apply(self, func, target):
+        sch = self.rule.apply(func, target, False)
+        return sch[0] if isinstance(sch, list) else sch
+
+
+RULES = [_Dlight(r) for r in (dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
+                              dlight.gpu.GeneralReduction())]
+FALLBACK = _Dlight(dlight.gpu.Fallback())
