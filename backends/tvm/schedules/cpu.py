@@ -1,44 +1,329 @@
-"""CPU schedule rules (dlight-style): each rule's ``apply(func, target)`` returns a
-``tvm.s_tir.Schedule`` or ``None`` to decline. ``RULES`` are tried in order, ``FALLBACK``
-last; it always succeeds."""
+"""CPU schedule rules, dlight-style: each rule's ``apply(func, target)`` returns a
+``tvm.s_tir.Schedule`` or ``None`` to decline. ``RULES`` are tried in order; ``FALLBACK``
+(parallel outer loops, vectorized inner loop, for every block) always applies.
+
+The anchor rules (matmul/linear, conv2d, depthwise conv2d) share one tiling: a register
+tile of TILE_ROWS values of one spatial axis (the one the vectorized operand does not
+depend on: matmul rows, conv output channels) by TILE_VECS vectors of the innermost
+spatial axis (matmul columns, conv output width). The accumulator lives in a small local
+buffer inside the parallel tile loop; the epilogue (bias, batch norm, activation,
+residual add) is inlined into its write-back.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import tvm_ffi
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import get_sblock_info
 from tvm.target import Target
 
 VEC = 16  # fp32 lanes of an AVX-512 register
+TILE_ROWS = 8  # register tile: 8 rows x 2 vectors = 16 accumulator registers
+TILE_VECS = 2
+
+# ----- block analysis ----------------------------------------------------------------
 
 
 def root_blocks(sch: s_tir.Schedule) -> list:
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
 
-class Fallback:
-    """Every root block: fuse its leading spatial loops and run them in parallel; a block
-    without reduction gets its innermost VEC elements vectorized."""
+_KIND = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
 
-    name = "fallback"
+
+def kinds(sch: s_tir.Schedule, block) -> str:
+    """'S'/'R'/'O' per block iter var, e.g. 'SSSR'."""
+    return "".join(_KIND.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
+def leading_spatial(dom_kind: str) -> int:
+    return len(dom_kind) - len(dom_kind.lstrip("S"))
+
+
+def is_spatial(sch: s_tir.Schedule, block) -> bool:
+    return set(kinds(sch, block)) == {"S"}
+
+
+def vars_in(exprs: Iterable[tirx.PrimExpr]) -> set:
+    found: set = set()
+    for e in exprs:
+        tvm_ffi.structural_walk(e, (tirx.Var, found.add), order="post")
+    return found
+
+
+def read_vars(block: s_tir.SBlock) -> list[tuple[object, set]]:
+    """(buffer, iter vars its read indices use) for each read of ``block``."""
+    iters = {iv.var for iv in block.iter_vars}
+    return [(r.source, vars_in(rg.min for rg in r.region) & iters) for r in block.reads]
+
+
+def has_if_then_else(sch: s_tir.Schedule, block) -> bool:
+    """A padding block: inlined into a conv it would put a branch in the inner loop."""
+    return bool(tvm_ffi.get_global_func("s_tir.schedule.HasIfThenElse")(sch.get(block)))
+
+
+def extent(sch: s_tir.Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def inline_all(sch: s_tir.Schedule, blocks: list) -> list:
+    """compute_inline each of ``blocks`` where legal; the ones that stay."""
+    kept = []
+    for b in blocks:
+        try:
+            sch.compute_inline(b)
+        except Exception:  # not inlinable (reduction, or read with a different pattern)
+            kept.append(b)
+    return kept
+
+
+def vectorize_block(sch: s_tir.Schedule, block, parallel: bool = True) -> None:
+    """Fuse a spatial block's loops, split off VEC lanes: parallel outside, vector inside."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    n = extent(sch, fused)
+    if n is not None and n <= VEC:
+        if n > 1:
+            sch.vectorize(fused)
+        return
+    outer, inner = sch.split(fused, [None, VEC])
+    if parallel:
+        sch.parallel(outer)
+    sch.vectorize(inner)
+
+
+def vectorize_inner(sch: s_tir.Schedule, block) -> None:
+    """Vectorize the innermost loop of a spatial block placed under a parallel loop."""
+    loops = sch.get_loops(block)
+    inner = loops[-1]
+    n = extent(sch, inner)
+    if n is not None and n <= VEC:
+        if n > 1:
+            sch.vectorize(inner)
+        return
+    _, vec = sch.split(inner, [None, VEC])
+    sch.vectorize(vec)
+
+
+# ----- rules -------------------------------------------------------------------------
+
+
+class Rule:
+    name = "rule"
 
     def apply(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
+        raise NotImplementedError
+
+
+class Injective(Rule):
+    """Elementwise/layout kernels: inline every block into the last one, then
+    fuse -> split by VEC -> parallel outer, vectorize inner."""
+
+    name = "injective"
+
+    def apply(self, func, target):
         sch = s_tir.Schedule(func)
-        for block in root_blocks(sch):
-            info = get_sblock_info(sch, block)
-            loops = sch.get_loops(block)
-            kinds = info.dom_kind()
-            lead = len(kinds) - len(kinds.lstrip("S"))
-            if lead == 0 or len(loops) != len(kinds):
-                continue
-            spatial = sch.fuse(*loops[:lead])
-            if lead == len(kinds):
-                outer, inner = sch.split(spatial, [None, VEC])
-                sch.parallel(outer)
-                sch.vectorize(inner)
-            else:
-                sch.parallel(spatial)
+        blocks = root_blocks(sch)
+        if not all(is_spatial(sch, b) for b in blocks):
+            return None
+        for b in inline_all(sch, blocks[:-1]) + [blocks[-1]]:
+            vectorize_block(sch, b)
         return sch
 
 
-RULES: list = []
+class _TiledReduction(Rule):
+    """Shared tiling of matmul-like and conv-like blocks (see the module docstring)."""
+
+    def match(self, sch: s_tir.Schedule, block) -> tuple[int, int | None] | None:
+        """(index of the vectorized spatial iter, index of the register-tiled one or None),
+        or None to decline."""
+        raise NotImplementedError
+
+    def apply(self, func, target):
+        sch = s_tir.Schedule(func)
+        blocks = root_blocks(sch)
+        reductions = [b for b in blocks if not is_spatial(sch, b)]
+        if len(reductions) != 1:
+            return None
+        main = reductions[0]
+        found = self.match(sch, main)
+        if found is None:
+            return None
+        vec_axis, row_axis = found
+        pos = blocks.index(main)
+        producers, consumers = blocks[:pos], blocks[pos + 1:]
+        pads = [b for b in producers if has_if_then_else(sch, b)]
+        for b in pads + inline_all(sch, [b for b in producers if b not in pads]):
+            vectorize_block(sch, b)  # a conv's pad block stays, computed once; casts inline
+        if inline_all(sch, consumers[:-1]):  # the epilogue must collapse into one block
+            return None
+        self.tile(sch, main, consumers[-1] if consumers else None, vec_axis, row_axis)
+        return sch
+
+    def tile(self, sch, block, epilogue, vec_axis: int, row_axis: int | None) -> None:
+        dom = kinds(sch, block)
+        loops = sch.get_loops(block)
+        spatial = [i for i, k in enumerate(dom) if k == "S"]
+        reduce_loops = [loops[i] for i, k in enumerate(dom) if k == "R"]
+        n_vec = extent(sch, loops[vec_axis]) or VEC
+        vec = VEC if n_vec >= VEC else n_vec
+        vecs = TILE_VECS if n_vec >= VEC * TILE_VECS else 1
+        v_outer, v_mid, v_inner = sch.split(loops[vec_axis], [None, vecs, vec])
+        outer = [loops[i] for i in spatial if i not in (vec_axis, row_axis)]
+        if row_axis is not None:
+            rows = min(TILE_ROWS, extent(sch, loops[row_axis]) or TILE_ROWS)
+            r_outer, r_inner = sch.split(loops[row_axis], [None, rows])
+            # keep the row tile's outer loop in its original position among the outer loops
+            outer.insert(sum(1 for i in spatial if i < row_axis and i != vec_axis), r_outer)
+            inner = [r_inner, v_mid, v_inner]
+        else:
+            inner = [v_mid, v_inner]
+        sch.reorder(*outer, v_outer, *reduce_loops, *inner)
+        tile_loop = sch.fuse(*outer, v_outer)
+        sch.parallel(tile_loop)
+        # accumulate in a tile-sized local buffer, write back (with the epilogue) per tile
+        local = sch.cache_write(block, 0, "local")
+        if epilogue is not None:
+            sch.compute_inline(local)  # epilogue reads the local accumulator directly
+            local = epilogue
+        sch.reverse_compute_at(local, tile_loop, preserve_unit_loops=True)
+        for loop in inner[:-1]:
+            sch.unroll(loop)
+        sch.vectorize(inner[-1])  # before decompose_reduction: vectorize needs a reduction block
+        init = sch.decompose_reduction(block, reduce_loops[0])
+        init_loops = sch.get_loops(init)
+        if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
+            sch.vectorize(init_loops[-1])
+        vectorize_inner(sch, local)
+
+
+class Matmul(_TiledReduction):
+    """Matmul, batched matmul and linear: C[.., i, j] += A[.., i, k] * B[.., k, j]
+    (B may be read transposed). Vectorize j, register-tile i."""
+
+    name = "matmul"
+
+    def match(self, sch, block):
+        dom = kinds(sch, block)
+        stmt = sch.get(block)
+        if dom.count("R") != 1 or not dom.endswith("R") or len(stmt.reads) != 2:
+            return None
+        iters = [iv.var for iv in stmt.iter_vars]
+        k = iters[-1]
+        (_, a_vars), (_, b_vars) = read_vars(stmt)
+        if k not in a_vars or k not in b_vars:
+            return None
+        j = len(dom) - 2
+        if iters[j] in a_vars:
+            a_vars, b_vars = b_vars, a_vars
+        if iters[j] in a_vars or iters[j] not in b_vars:
+            return None
+        rows = [i for i in range(j) if iters[i] in a_vars and iters[i] not in b_vars]
+        return j, (rows[-1] if rows else None)
+
+
+class Conv2d(_TiledReduction):
+    """Direct NCHW conv2d (groups=1 or grouped): out[n, oc, oh, ow] += pad[n, ic, ..] *
+    w[oc, ic, kh, kw]. Vectorize ow, register-tile oc."""
+
+    name = "conv2d"
+
+    def match(self, sch, block):
+        dom = kinds(sch, block)
+        stmt = sch.get(block)
+        if dom != "SSSSRRR" or len(stmt.reads) != 2:
+            return None
+        iters = [iv.var for iv in stmt.iter_vars]
+        (_, data_vars), (_, w_vars) = read_vars(stmt)
+        if iters[3] in w_vars:
+            data_vars, w_vars = w_vars, data_vars
+        if iters[3] not in data_vars or iters[1] not in w_vars:
+            return None
+        if iters[1] in data_vars:  # grouped: input channel depends on oc, still fine
+            return 3, 1 if extent_of(stmt, 4) > 1 else None
+        return 3, 1
+
+
+def extent_of(stmt: s_tir.SBlock, i: int) -> int:
+    ext = stmt.iter_vars[i].dom.extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else 0
+
+
+class DepthwiseConv2d(_TiledReduction):
+    """Depthwise NCHW conv2d: out[n, c, oh, ow] += pad[n, c, ..] * w[c, 0, kh, kw]
+    (topi's SSSSRR form, or grouped conv with one input channel per group)."""
+
+    name = "depthwise_conv2d"
+
+    def match(self, sch, block):
+        dom = kinds(sch, block)
+        stmt = sch.get(block)
+        if dom not in ("SSSSRR", "SSSSRRR") or len(stmt.reads) != 2:
+            return None
+        if dom == "SSSSRRR" and extent_of(stmt, 4) != 1:
+            return None
+        iters = [iv.var for iv in stmt.iter_vars]
+        (_, data_vars), (_, w_vars) = read_vars(stmt)
+        if iters[3] in w_vars:
+            data_vars, w_vars = w_vars, data_vars
+        if iters[3] not in data_vars or iters[1] not in data_vars:
+            return None
+        return 3, None
+
+
+class Reduction(Rule):
+    """Softmax, layer norm, pooling, sum/mean, attention: the leading spatial axes common
+    to all blocks run in parallel, every block computed under them; spatial blocks
+    vectorized inside. Injective producers of the inputs (pad, cast) are inlined."""
+
+    name = "reduction"
+
+    def apply(self, func, target):
+        sch = s_tir.Schedule(func)
+        blocks = root_blocks(sch)
+        if all(is_spatial(sch, b) for b in blocks):
+            return None
+        first = next(i for i, b in enumerate(blocks) if not is_spatial(sch, b))
+        blocks = inline_all(sch, blocks[:first]) + blocks[first:]
+        lead = min(leading_spatial(kinds(sch, b)) for b in blocks)
+        if lead == 0:
+            return None
+        last = blocks[-1]
+        loops = sch.get_loops(last)
+        outer = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
+        sch.parallel(outer)
+        for b in reversed(blocks[:-1]):
+            sch.compute_at(b, outer, preserve_unit_loops=True)
+        for b in blocks:
+            if is_spatial(sch, b) and len(sch.get_loops(b)) > 1:
+                vectorize_inner(sch, b)
+        return sch
+
+
+class Fallback(Rule):
+    """Every root block: fuse its leading spatial loops and run them in parallel; a block
+    without reduction also gets its innermost VEC elements vectorized."""
+
+    name = "fallback"
+
+    def apply(self, func, target):
+        sch = s_tir.Schedule(func)
+        for block in root_blocks(sch):
+            dom = kinds(sch, block)
+            loops = sch.get_loops(block)
+            lead = leading_spatial(dom)
+            if lead == 0 or len(loops) != len(dom):
+                continue
+            if lead == len(dom):
+                vectorize_block(sch, block)
+            else:
+                sch.parallel(sch.fuse(*loops[:lead]) if lead > 1 else loops[0])
+        return sch
+
+
+RULES: list[Rule] = [Matmul(), Conv2d(), DepthwiseConv2d(), Reduction(), Injective()]
 FALLBACK = Fallback()
