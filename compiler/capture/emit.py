@@ -168,8 +168,8 @@ def reduce(ctx: Context, op: str, x: Any, dim: Any = None, keepdim: bool = False
     if dtype is not None:
         x = cast(ctx, x, ir_dtype(dtype))
     dims = dims_arg(dim)
-    if dims == ():
-        dims = None  # torch: an empty dim list reduces every axis
+    if dims is not None:
+        dims = tuple(norm_dim(d, len(x.shape)) for d in dims) or None  # (): every axis
     return ctx.emit(op, [x], dims=dims, keepdim=bool(keepdim))
 
 
