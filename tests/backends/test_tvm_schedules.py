@@ -1,0 +1,118 @@
+"""Each schedule rule fires on the kernels it is for, across awkward shapes (tails, batch
+1, odd sizes), and keeps the numerics; a failing rule falls through to the next."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from backend_helpers import In, W, check_op
+
+from backends.tvm.build import build
+from backends.tvm.schedules import cpu
+from ir import Graph
+from ir.types import TensorType
+
+MATMUL = [((17, 33), (33, 65)), ((1, 64), (64, 10)), ((2, 3, 5, 7), (7, 9)),
+          ((4, 1, 31, 16), (3, 16, 48)), ((128, 128), (128, 128))]
+LINEAR = [((1, 33), (65, 33)), ((17, 33), (65, 33)), ((2, 9, 48), (100, 48)), ((5, 3), (1, 3))]
+CONV = [((1, 3, 17, 33), (8, 3, 3, 3), {"padding": (1, 1)}),
+        ((2, 16, 14, 14), (32, 16, 1, 1), {}),
+        ((1, 8, 15, 15), (12, 8, 3, 3), {"stride": (2, 2), "padding": (1, 1)}),
+        ((1, 4, 9, 20), (5, 4, 5, 3), {"dilation": (1, 2), "padding": (2, 0)}),
+        ((1, 8, 10, 10), (16, 4, 3, 3), {"groups": 2, "padding": (1, 1)})]
+DEPTHWISE = [((1, 8, 17, 33), (8, 1, 3, 3), {"padding": (1, 1), "groups": 8}),
+             ((2, 6, 14, 14), (6, 1, 5, 5), {"stride": (2, 2), "padding": (2, 2), "groups": 6})]
+SOFTMAX = [((1, 65), -1), ((3, 17, 33), -1), ((2, 5, 9), 1)]
+LAYER_NORM = [((1, 65), 1), ((3, 17, 33), 1), ((2, 5, 9), 2)]
+
+
+def kernel_rule(module) -> str:
+    (kernel,) = module.kernels
+    return kernel.schedule
+
+
+@pytest.mark.parametrize("a, b", MATMUL)
+def test_matmul_rule(a, b):
+    m = check_op("matmul", [In(a), In(b)], {}, torch.matmul)
+    assert kernel_rule(m) == "matmul"
+
+
+@pytest.mark.parametrize("x, w", LINEAR)
+def test_linear_rule(x, w):
+    m = check_op("linear", [In(x), W(w), W(w[:1])], {}, F.linear)
+    assert kernel_rule(m) == "matmul"
+
+
+@pytest.mark.parametrize("x, w, attrs", CONV + DEPTHWISE)
+def test_conv_rules(x, w, attrs):
+    def reference(xt, wt):
+        return F.conv2d(xt, wt, **attrs)
+
+    m = check_op("conv2d", [In(x), W(w)], attrs, reference, rtol=1e-4, atol=1e-4)
+    depthwise = attrs.get("groups", 1) == x[1] == w[0]
+    assert m.kernels[0].schedule == ("depthwise_conv2d" if depthwise else "conv2d")
+
+
+@pytest.mark.parametrize("x, dim", SOFTMAX)
+def test_softmax_rule(x, dim):
+    m = check_op("softmax", [In(x)], {"dim": dim}, lambda t: t.softmax(dim))
+    assert kernel_rule(m) == "reduction"
+
+
+@pytest.mark.parametrize("x, n", LAYER_NORM)
+def test_layer_norm_rule(x, n):
+    shape = x[len(x) - n:]
+    m = check_op("layer_norm", [In(x), W(shape), W(shape)], {"normalized_ndim": n},
+                 lambda t, w, b: F.layer_norm(t, shape, w, b))
+    assert kernel_rule(m) == "reduction"
+
+
+def test_elementwise_rule_with_tail():
+    m = check_op("add", [In((3, 17, 33)), In((33,))], {}, torch.add)
+    assert kernel_rule(m) == "injective"
+
+
+def test_pooling_and_mean_use_the_reduction_rule():
+    m = check_op("max_pool2d", [In((1, 3, 17, 17))],
+                 {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+                 lambda t: F.max_pool2d(t, 3, 2, 1))
+    assert kernel_rule(m) == "reduction"
+    m = check_op("mean", [In((2, 8, 7, 7))], {"dims": (2, 3), "keepdim": True},
+                 lambda t: t.mean((2, 3), keepdim=True))
+    assert kernel_rule(m) == "reduction"
+
+
+def test_every_kernel_gets_parallel_and_vectorized_loops():
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 64), "float32"))
+    g.outputs = [g.call("sigmoid", [x])]
+    m = build(g, "cpu")
+    text = m.mod[m.kernels[0].name].script()
+    assert "T.parallel" in text and "T.vectorized" in text
+
+
+class _Broken:
+    name = "broken"
+
+    def apply(self, func, target):
+        raise RuntimeError("a bug in a rule")
+
+
+def test_a_rule_that_throws_falls_through(monkeypatch):
+    monkeypatch.setattr(cpu, "RULES", [_Broken(), *cpu.RULES])
+    m = check_op("matmul", [In((9, 10)), In((10, 11))], {}, torch.matmul)
+    assert kernel_rule(m) == "matmul"
+    monkeypatch.setattr(cpu, "RULES", [_Broken()])
+    m = check_op("relu", [In((9, 10))], {}, torch.relu)
+    assert kernel_rule(m) == "fallback"
+
+
+def test_unscheduled_build_still_runs():
+    g = Graph()
+    x = g.add_input("x", TensorType((5, 6), "float32"))
+    g.outputs = [g.call("tanh", [x])]
+    m = build(g, "cpu", schedule=False)
+    assert kernel_rule(m) == "none"
+    xt = torch.randn(5, 6)
+    torch.testing.assert_close(m(xt)[0], xt.tanh())
