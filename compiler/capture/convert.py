@@ -147,7 +147,8 @@ class Frontend:
                 continue
             if not isinstance(leaf, (Node, torch.Tensor)):
                 self.unsupported.append(UnsupportedOp(
-                    f"non-tensor output {leaf!r}", node.name, self.ctx.source))
+                    f"non-tensor output {leaf!r} (graphs return tensors only)", node.name,
+                    self.ctx.source))
                 continue
             outputs.append(self.ctx.tensor(leaf))
         return outputs

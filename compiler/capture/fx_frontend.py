@@ -7,8 +7,11 @@ values, so ``if mask is not None`` traces; tensor arguments become the graph inp
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,6 +28,7 @@ from compiler.capture.source import source_from_stack_trace
 from ir import Graph
 
 _INPLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+_FACTORIES = ("ones", "zeros", "full", "arange")
 _RANDOM = {"rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "normal",
            "bernoulli", "multinomial", "randperm", "dropout", "alpha_dropout"}
 
@@ -46,7 +50,8 @@ def capture_fx(model: torch.nn.Module, inputs: Inputs) -> Graph:
                 if not _holds_tensor(value)
                 and signature.parameters[name].kind != inspect.Parameter.VAR_POSITIONAL}
     tracer = _Tracer()
-    graph = tracer.trace(model, concrete_args=concrete or None)
+    with _traced_factories(tracer):
+        graph = tracer.trace(model, concrete_args=concrete or None)
     module = torch.fx.GraphModule(tracer.root, graph)
 
     placeholder_values, run_args = [], []
@@ -61,6 +66,29 @@ def capture_fx(model: torch.nn.Module, inputs: Inputs) -> Graph:
     recording = record(module, run_args, input_names)
     return _FxFrontend(module, recording, inputs, dict(zip([p.name for p in placeholders],
                                                            placeholder_values))).run()
+
+
+@contextlib.contextmanager
+def _traced_factories(tracer: torch.fx.Tracer) -> Iterator[None]:
+    """``torch.ones(t, t)`` with ``t`` from ``x.shape`` is a traced size, which torch's
+    factories reject; while tracing they record such calls as graph nodes instead."""
+    originals = {name: getattr(torch, name) for name in _FACTORIES}
+
+    def traced(factory: Any) -> Any:
+        @functools.wraps(factory)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if any(isinstance(a, torch.fx.Proxy) for a in pytree.tree_leaves((args, kwargs))):
+                return tracer.create_proxy("call_function", factory, args, kwargs)
+            return factory(*args, **kwargs)
+        return call
+
+    try:
+        for name, factory in originals.items():
+            setattr(torch, name, traced(factory))
+        yield
+    finally:
+        for name, factory in originals.items():
+            setattr(torch, name, factory)
 
 
 def _holds_tensor(value: Any) -> bool:

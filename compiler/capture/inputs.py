@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx
 import torch.utils._pytree as pytree
 
 from compiler.capture.context import tensor_type
@@ -53,6 +54,8 @@ def bind_inputs(model: torch.nn.Module, args: tuple, kwargs: dict) -> Inputs:
 
 
 def _positional_names(model: torch.nn.Module) -> list[str]:
+    if isinstance(model, torch.fx.GraphModule):  # Dynamo's graphs: forward(self, *args)
+        return [n.name for n in model.graph.nodes if n.op == "placeholder"]
     try:
         params = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):

@@ -95,8 +95,8 @@ class EncoderBlock(nn.Module):
 
 
 class CausalBlock(nn.Module):
-    """GPT-style: fused QKV, split, causal mask from torch.tril + masked_fill. fx cannot
-    pass the traced size ``t`` to ``torch.ones(t, t)``, so that spelling goes via export."""
+    """GPT-style: fused QKV, split, causal mask from torch.tril + masked_fill, the mask's
+    size taken from the input (``torch.ones(t, t)`` or ``x.new_ones(t, t)``)."""
 
     def __init__(self, d: int = 32, heads: int = 4, torch_ones: bool = False) -> None:
         super().__init__()
@@ -177,7 +177,7 @@ ZOO = {
     "encoder": (EncoderBlock, lambda: (torch.randn(2, 6, 32),)),
     "encoder_sdpa": (lambda: EncoderBlock(use_sdpa=True), lambda: (torch.randn(2, 6, 32),)),
     "causal": (CausalBlock, lambda: (torch.randn(2, 6, 32),)),
-    "causal_export": (lambda: CausalBlock(torch_ones=True), lambda: (torch.randn(2, 6, 32),)),
+    "causal_ones": (lambda: CausalBlock(torch_ones=True), lambda: (torch.randn(2, 6, 32),)),
     "layout": (Layout, lambda: (torch.randn(2, 4, 6), torch.randn(5))),
 }
 
@@ -189,7 +189,7 @@ EXPECTED_OPS = {
     "encoder": {"linear": 6, "matmul": 2, "softmax": 1, "layer_norm": 2, "gelu": 1},
     "encoder_sdpa": {"linear": 6, "sdpa": 1, "layer_norm": 2, "gelu": 1},
     "causal": {"linear": 2, "slice": 3, "tril": 1, "full": 1, "where": 1, "softmax": 1},
-    "causal_export": {"linear": 2, "slice": 3, "tril": 1, "where": 1, "softmax": 1},
+    "causal_ones": {"linear": 2, "slice": 3, "tril": 1, "full": 1, "where": 1, "softmax": 1},
 }
 
 # ----- helpers -------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_zoo_graph_verifies_and_round_trips(captured, name: str) -> None:
     _, _, result = captured[name]
     ir.verify(result.graph)
     assert ir.parse(str(result.graph)) == result.graph
-    assert result.method == ("export" if name == "causal_export" else "fx")
+    assert result.method == "fx"
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -353,3 +353,40 @@ def test_in_place_op_read_afterwards_goes_through_export() -> None:
 
 def test_interpreter_covers_every_ir_op() -> None:
     assert set(ir.OPS) - set(ir.LEAF_OPS) <= set(INTERPRETER_OPS)
+
+
+def test_traced_sizes_reach_torch_factories_and_are_restored(captured) -> None:
+    graph = captured["causal_ones"][2].graph
+    ones = next(n for n in graph.nodes if n.op == "full")
+    assert ones.source.endswith(f"{THIS_FILE}:{line_of(CausalBlock, 'torch.tril(')} in forward")
+    assert torch.ones.__module__ != "compiler.capture.fx_frontend"
+    assert torch.ones(2).shape == (2,)
+
+
+def test_index_with_constant_tensors_is_a_view_and_a_gather_is_unsupported() -> None:
+    class Index(nn.Module):
+        def forward(self, x, ids):
+            view = x[torch.arange(2)[:, None], torch.arange(1, 5, 2)]  # strided: no gather
+            return view, x[:, ids]
+
+    with pytest.raises(UnsupportedOpError) as info:
+        capture(Index().eval(), (torch.randn(2, 6), torch.tensor([3, 0])))
+    assert len(info.value.ops) == 1 and "gather" in info.value.ops[0].op
+
+    class ViewOnly(nn.Module):
+        def forward(self, x):
+            return x[torch.arange(2)[:, None], torch.arange(1, 5, 2)]
+
+    model, x = ViewOnly().eval(), torch.randn(2, 6)
+    result = capture(model, (x,))
+    assert set(op_histogram(result.graph)) <= {"slice", "reshape", "permute"}
+    assert_matches_eager(model, result, (x,))
+
+
+def test_non_tensor_output_is_refused() -> None:
+    class ReturnsSize(nn.Module):
+        def forward(self, x):
+            return x + 1, x.shape[0]
+
+    with pytest.raises(UnsupportedOpError, match="non-tensor output 3"):
+        capture(ReturnsSize().eval(), (torch.randn(3),))
