@@ -16,6 +16,8 @@ from typing import Any
 
 from tvm import te, tirx, topi
 
+from backends.tvm import fastmath
+
 Operand = Any  # te.Tensor | tirx.PrimExpr
 
 
@@ -123,13 +125,26 @@ def norm_dims(dims: tuple | None, rank: int) -> list[int]:
 # ----- elementwise -------------------------------------------------------------------
 
 
+def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    return fastmath.exp(x) if dtype_of(x) == "float32" else tirx.exp(x)
+
+
+def erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    return fastmath.erf(x) if dtype_of(x) == "float32" else tirx.erf(x)
+
+
+def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:  # 1 / (1 + e^-x)
+    one = const(1, dtype_of(x))
+    return one / (one + exp(-x))
+
+
 def _gelu(x: tirx.PrimExpr, approximate: str) -> tirx.PrimExpr:
     dtype = dtype_of(x)
     half, one = const(0.5, dtype), const(1.0, dtype)
     if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
         inner = const(math.sqrt(2.0 / math.pi), dtype) * (x + const(0.044715, dtype) * x * x * x)
         return half * x * (one + tirx.tanh(inner))
-    return half * x * (one + tirx.erf(x * const(1.0 / math.sqrt(2.0), dtype)))  # erf form
+    return half * x * (one + erf(x * const(1.0 / math.sqrt(2.0), dtype)))  # erf form
 
 
 def _relu6(x):  # min(max(x, 0), 6)
@@ -142,16 +157,16 @@ def _hardsigmoid(x):  # relu6(x + 3) / 6
 
 register("relu")(unary(lambda x: tirx.max(x, const(0, dtype_of(x)))))
 register("relu6")(unary(_relu6))
-register("sigmoid")(unary(tirx.sigmoid))
-register("silu")(unary(lambda x: x * tirx.sigmoid(x)))
+register("sigmoid")(unary(sigmoid))
+register("silu")(unary(lambda x: x * sigmoid(x)))
 register("tanh")(unary(tirx.tanh))
 register("hardswish")(unary(lambda x: x * _hardsigmoid(x)))
 register("hardsigmoid")(unary(_hardsigmoid))
-register("exp")(unary(tirx.exp))
+register("exp")(unary(exp))
 register("log")(unary(tirx.log))
 register("sqrt")(unary(tirx.sqrt))
 register("rsqrt")(unary(lambda x: const(1, dtype_of(x)) / tirx.sqrt(x)))
-register("erf")(unary(tirx.erf))
+register("erf")(unary(erf))
 register("sin")(unary(tirx.sin))
 register("cos")(unary(tirx.cos))
 register("reciprocal")(unary(lambda x: const(1, dtype_of(x)) / x))
@@ -293,16 +308,41 @@ def _float_input(x: te.Tensor, dtype: str) -> te.Tensor:
     return x if dtype_of(x) == dtype else topi.cast(x, dtype)
 
 
+def softmax_te(x: te.Tensor, axis: int, log: bool = False) -> te.Tensor:
+    """max -> exp(x - max) -> sum -> normalize (topi's four blocks, with our exp)."""
+    shape = x.shape
+    red_shape = [d for i, d in enumerate(shape) if i != axis]
+
+    def full(index, k):
+        return (*index[:axis], k, *index[axis:])
+
+    k1 = te.reduce_axis((0, shape[axis]), name="k")
+    peak = te.compute(red_shape, lambda *i: te.max(x(*full(i, k1)), axis=k1),
+                      name="T_softmax_maxelem")
+
+    def row(index):
+        return (*index[:axis], *index[axis + 1:])
+
+    e = te.compute(shape, lambda *i: exp(x(*i) - peak(*row(i))), name="T_softmax_exp")
+    k2 = te.reduce_axis((0, shape[axis]), name="k")
+    total = te.compute(red_shape, lambda *i: te.sum(e(*full(i, k2)), axis=k2),
+                       name="T_softmax_expsum")
+    if log:
+        return te.compute(shape, lambda *i: x(*i) - peak(*row(i)) - tirx.log(total(*row(i))),
+                          name="T_log_softmax")
+    return te.compute(shape, lambda *i: e(*i) / total(*row(i)), name="T_softmax_norm")
+
+
 @register("softmax")
 def softmax(args, attrs, out):
     x = _float_input(args[0], out.dtype)
-    return topi.nn.softmax(x, axis=norm_axis(attrs["dim"], len(x.shape)))
+    return softmax_te(x, norm_axis(attrs["dim"], len(x.shape)))
 
 
 @register("log_softmax")
 def log_softmax(args, attrs, out):
     x = _float_input(args[0], out.dtype)
-    return topi.nn.log_softmax(x, axis=norm_axis(attrs["dim"], len(x.shape)))
+    return softmax_te(x, norm_axis(attrs["dim"], len(x.shape)), log=True)
 
 
 @register("layer_norm")
@@ -500,7 +540,7 @@ def sdpa(args, attrs, out):
 
     s = te.compute(score_shape, masked, name="T_sdpa_mask") if mask or attrs.get("is_causal") \
         else s
-    p = topi.nn.softmax(s, axis=r - 1)
+    p = softmax_te(s, r - 1)
     j = te.reduce_axis((0, skv), name="j")
 
     def attend(*index):

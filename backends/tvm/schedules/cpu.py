@@ -109,6 +109,20 @@ def vectorize_inner(sch: s_tir.Schedule, block) -> None:
     sch.vectorize(vec)
 
 
+def register_tile(n_vec: int | None, n_rows: int) -> tuple[int, int, int]:
+    """(vectors, lanes, rows) of the register tile: lanes x vectors should divide the
+    vectorized extent (a tail puts a lane-dependent branch in the vector loop, which TVM
+    then runs scalar), and rows x vectors accumulators fit in the 32 vector registers."""
+    if n_vec is None:
+        return TILE_VECS, VEC, TILE_ROWS
+    candidates = [(vecs, lanes) for lanes in (16, 8) for vecs in (2, 1, 3, 4, 7)
+                  if n_vec % (vecs * lanes) == 0]
+    candidates += [(1, lanes) for lanes in range(16, 3, -1) if n_vec % lanes == 0]
+    vecs, lanes = candidates[0] if candidates else (1, min(n_vec, VEC))
+    rows = max(1, min(n_rows, 16 // vecs))
+    return vecs, lanes, rows
+
+
 # ----- rules -------------------------------------------------------------------------
 
 
@@ -137,6 +151,11 @@ class Injective(Rule):
 
 class _TiledReduction(Rule):
     """Shared tiling of matmul-like and conv-like blocks (see the module docstring)."""
+
+    def columns_outside_rows(self, sch: s_tir.Schedule, block) -> bool:
+        """Whether the tile loop walks row tiles innermost (reusing one column panel of the
+        vectorized operand) rather than column tiles (reusing a row panel)."""
+        return False
 
     def match(self, sch: s_tir.Schedule, block) -> tuple[int, int | None] | None:
         """(index of the vectorized spatial iter, index of the register-tiled one or None),
@@ -169,21 +188,25 @@ class _TiledReduction(Rule):
         loops = sch.get_loops(block)
         spatial = [i for i, k in enumerate(dom) if k == "S"]
         reduce_loops = [loops[i] for i, k in enumerate(dom) if k == "R"]
-        n_vec = extent(sch, loops[vec_axis]) or VEC
-        vec = VEC if n_vec >= VEC else n_vec
-        vecs = TILE_VECS if n_vec >= VEC * TILE_VECS else 1
-        v_outer, v_mid, v_inner = sch.split(loops[vec_axis], [None, vecs, vec])
+        n_rows = extent(sch, loops[row_axis]) if row_axis is not None else 1
+        vecs, lanes, rows = register_tile(extent(sch, loops[vec_axis]), n_rows or TILE_ROWS)
+        v_outer, v_mid, v_inner = sch.split(loops[vec_axis], [None, vecs, lanes])
         outer = [loops[i] for i in spatial if i not in (vec_axis, row_axis)]
         if row_axis is not None:
-            rows = min(TILE_ROWS, extent(sch, loops[row_axis]) or TILE_ROWS)
             r_outer, r_inner = sch.split(loops[row_axis], [None, rows])
             # keep the row tile's outer loop in its original position among the outer loops
             outer.insert(sum(1 for i in spatial if i < row_axis and i != vec_axis), r_outer)
             inner = [r_inner, v_mid, v_inner]
         else:
             inner = [v_mid, v_inner]
-        sch.reorder(*outer, v_outer, *reduce_loops, *inner)
-        tile_loop = sch.fuse(*outer, v_outer)
+        if row_axis is not None and self.columns_outside_rows(sch, block):
+            outer.remove(r_outer)  # walk all row tiles per column panel: the panel stays in L2
+            outer.append(r_outer)
+            sch.reorder(*outer[:-1], v_outer, r_outer, *reduce_loops, *inner)
+            tile_loop = sch.fuse(*outer[:-1], v_outer, r_outer)
+        else:
+            sch.reorder(*outer, v_outer, *reduce_loops, *inner)
+            tile_loop = sch.fuse(*outer, v_outer)
         sch.parallel(tile_loop)
         # accumulate in a tile-sized local buffer, write back (with the epilogue) per tile
         local = sch.cache_write(block, 0, "local")
@@ -224,6 +247,13 @@ class Matmul(_TiledReduction):
             return None
         rows = [i for i in range(j) if iters[i] in a_vars and iters[i] not in b_vars]
         return j, (rows[-1] if rows else None)
+
+    def columns_outside_rows(self, sch, block):
+        # the larger operand is the one to keep in cache: B (K x N) larger than A (M x K)
+        stmt = sch.get(block)
+        dims = [extent_of(stmt, i) for i in range(len(stmt.iter_vars))]
+        m, n = dims[-3] if len(dims) > 2 else 1, dims[-2]
+        return n > m
 
 
 class Conv2d(_TiledReduction):
