@@ -23,6 +23,9 @@ from ir import Graph, Node
 from ir.registry import get_op
 
 KN = "KN"  # a linear weight bound transposed, [in, out], for contiguous inner-loop reads
+PANEL = 32  # ... or packed in panels [out / 32, in, 32]: one register tile's columns,
+# contiguous over the whole reduction (a [in, out] row stride of a wide layer thrashes TLB)
+PACKED = "KN32"
 
 
 @dataclass
@@ -104,6 +107,9 @@ class _Lowerer:
             data = np.asarray(self.graph.weight_data(node))
             if layout == KN:
                 data = data.T
+            elif layout == PACKED:
+                out_features, in_features = data.shape
+                data = data.reshape(out_features // PANEL, PANEL, in_features).transpose(0, 2, 1)
             self.consts[key] = relax.const(np.ascontiguousarray(data), node.dtype)
         return self.consts[key]
 
@@ -116,7 +122,7 @@ class _Lowerer:
     def layout(user: Node, position: int) -> str | None:
         operand = user.inputs[position]
         if user.op == "linear" and position == 1 and operand.op == "weight":
-            return KN
+            return PACKED if operand.shape[0] % PANEL == 0 else KN
         return None
 
     # ----- lowering ------------------------------------------------------------------
@@ -161,8 +167,8 @@ class _Lowerer:
                     else:
                         args.append(env[(i, self.layout(node, pos))])
                 attrs = dict(node.attrs)
-                if len(node.inputs) > 1 and self.layout(node, 1) == KN:
-                    attrs["weight_layout"] = KN
+                if len(node.inputs) > 1 and self.layout(node, 1):
+                    attrs["weight_layout"] = self.layout(node, 1)
                 env[(node, None)] = OP_TABLE[node.op](args, attrs, self.out_type(node))
             return env[(root, None)]
 

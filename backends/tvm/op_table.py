@@ -465,16 +465,23 @@ def conv2d(args, attrs, out):
 
 @register("linear")
 def linear(args, attrs, out):
-    """x @ W.T + b. ``attrs["weight_layout"] == "KN"`` says the backend bound W transposed
-    (a constant laid out [in, out]) so the inner loop reads it contiguously."""
+    """x @ W.T + b. ``attrs["weight_layout"]`` says how the backend bound a constant W so
+    the inner loop reads it contiguously: "KN" transposed ([in, out]), "KN32" in panels
+    of 32 output columns ([out / 32, in, 32]); absent: torch's [out, in]."""
     x, w, *bias = args
     k = te.reduce_axis((0, x.shape[-1]), name="k")
-    transposed = attrs.get("weight_layout") == "KN"
+    layout = attrs.get("weight_layout")
+
+    def weight_at(j):
+        if layout == "KN":
+            return w[k, j]
+        if layout == "KN32":
+            return w[tirx.floordiv(j, 32), k, tirx.floormod(j, 32)]
+        return w[j, k]
 
     def body(*index):
         lhs = cast(x(*index[:-1], k), out.dtype)
-        rhs = w[k, index[-1]] if transposed else w[index[-1], k]
-        return te.sum(lhs * cast(rhs, out.dtype), axis=k)
+        return te.sum(lhs * cast(weight_at(index[-1]), out.dtype), axis=k)
 
     y = te.compute(out.shape, body, name="T_linear")
     return _with_bias(y, bias[0] if bias else None, axis=len(out.shape) - 1)

@@ -80,20 +80,22 @@ def inline_all(sch: s_tir.Schedule, blocks: list) -> list:
 
 
 def vectorize_block(sch: s_tir.Schedule, block, parallel: bool = True) -> None:
-    """Fuse a spatial block's loops, split off VEC lanes: parallel outside, vector inside."""
+    """Vector lanes along the innermost axis (contiguous), everything outside fused and
+    run in parallel."""
     loops = sch.get_loops(block)
     if not loops:
         return
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    n = extent(sch, fused)
+    n = extent(sch, loops[-1])
     if n is not None and n <= VEC:
-        if n > 1:
-            sch.vectorize(fused)
-        return
-    outer, inner = sch.split(fused, [None, VEC])
-    if parallel:
-        sch.parallel(outer)
-    sch.vectorize(inner)
+        outer, vec = loops[:-1], loops[-1]
+    else:
+        lanes = next((k for k in (16, 8) if n and n % k == 0), VEC)
+        inner_outer, vec = sch.split(loops[-1], [None, lanes])
+        outer = [*loops[:-1], inner_outer]
+    if outer and parallel:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    if n is None or n > 1:
+        sch.vectorize(vec)
 
 
 def vectorize_inner(sch: s_tir.Schedule, block) -> None:
@@ -110,16 +112,24 @@ def vectorize_inner(sch: s_tir.Schedule, block) -> None:
 
 
 def register_tile(n_vec: int | None, n_rows: int) -> tuple[int, int, int]:
-    """(vectors, lanes, rows) of the register tile: lanes x vectors should divide the
+    """(vectors, lanes, rows) of the register tile. lanes x vectors should divide the
     vectorized extent (a tail puts a lane-dependent branch in the vector loop, which TVM
-    then runs scalar), and rows x vectors accumulators fit in the 32 vector registers."""
+    then runs scalar); rows x vectors accumulators stay within 16 vector registers. Among
+    the tiles that fit, the one with the most accumulator lanes wins, then wider lanes."""
     if n_vec is None:
         return TILE_VECS, VEC, TILE_ROWS
-    candidates = [(vecs, lanes) for lanes in (16, 8) for vecs in (2, 1, 3, 4, 7)
-                  if n_vec % (vecs * lanes) == 0]
-    candidates += [(1, lanes) for lanes in range(16, 3, -1) if n_vec % lanes == 0]
-    vecs, lanes = candidates[0] if candidates else (1, min(n_vec, VEC))
-    rows = max(1, min(n_rows, 16 // vecs))
+    best: tuple[int, int, int, int] | None = None
+    for lanes in [16, 8, *range(15, 3, -1)]:
+        for vecs in (1, 2, 3, 4, 7, 14):
+            if n_vec % (vecs * lanes) or (lanes not in (16, 8) and vecs > 1):
+                continue
+            rows = max(1, min(n_rows, TILE_ROWS, 16 // vecs))
+            score = (lanes * vecs * rows, lanes)
+            if best is None or score > best[:2]:
+                best = (*score, vecs, rows)
+    if best is None:  # nothing divides: a predicated tail
+        return 1, min(n_vec, VEC), max(1, min(n_rows, TILE_ROWS))
+    _, lanes, vecs, rows = best
     return vecs, lanes, rows
 
 
