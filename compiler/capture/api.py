@@ -7,6 +7,7 @@ go through ``torch.export``. Unsupported ops are reported all at once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ import torch.utils._pytree as pytree
 import ir
 from compiler.capture.inputs import bind_inputs
 from compiler.errors import CaptureError, UnsupportedOpError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,8 +69,11 @@ def capture(model: torch.nn.Module, example_inputs: tuple | list | dict | torch.
     check_eval_mode(model)
     args, kwargs = _split(example_inputs, example_kwargs)
     inputs = bind_inputs(model, args, kwargs)
-    with torch.no_grad():
-        eager = model(*args, **kwargs)
+    try:
+        with torch.no_grad():
+            eager = model(*args, **kwargs)
+    except Exception as e:
+        raise CaptureError(f"the model raised on the example inputs: {_first_line(e)}") from e
     eager_leaves, out_spec = pytree.tree_flatten(eager)
 
     from compiler.capture.export_frontend import capture_export
@@ -79,6 +85,7 @@ def capture(model: torch.nn.Module, example_inputs: tuple | list | dict | torch.
         method = "fx"
     except Exception as e:  # fx cannot trace many real models; export gets its turn
         fx_failure = e
+        log.info("torch.fx capture failed (%s); trying torch.export", _first_line(e))
         try:
             graph = capture_export(model, inputs)
             method = "export"
