@@ -131,6 +131,12 @@ class BuiltModule:
             self._weights[name] = torch.from_numpy(data.copy())
         return self._weights[name].clone()  # callers may write to outputs
 
+    def kernel_sources(self) -> dict[str, str]:
+        """Each kernel's scheduled TIR (TVMScript), keyed by kernel name; the first line
+        names the rule that scheduled it."""
+        return {k.name: f"# schedule: {k.schedule}\n{self.mod[k.name].script()}"
+                for k in self.kernels}
+
     def export_library(self, path: str) -> None:
         """Write the compiled program as a shared library (load with
         ``tvm.runtime.load_module`` and run on ``relax.VirtualMachine``)."""

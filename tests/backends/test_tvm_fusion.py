@@ -131,3 +131,14 @@ def test_weights_are_constants_bound_once():
     assert [p.name for p in main.params] == ["x"]
     xt = torch.randn(4, 8)
     assert_close(m(xt)[0], F.linear(F.linear(xt, t(g, "w")), t(g, "w")))
+
+
+def test_kernel_sources_and_export(tmp_path):
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 16), "float32"))
+    g.outputs = [g.call("relu", [x])]
+    m = build(g, "cpu")
+    (name, source), = m.kernel_sources().items()
+    assert name == m.kernels[0].name and source.startswith("# schedule: injective")
+    m.export_library(str(tmp_path / "lib.so"))
+    assert (tmp_path / "lib.so").stat().st_size > 0
