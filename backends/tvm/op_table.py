@@ -147,15 +147,28 @@ def _gelu(x: tirx.PrimExpr, approximate: str) -> tirx.PrimExpr:
     return half * x * (one + erf(x * const(1.0 / math.sqrt(2.0), dtype)))  # erf form
 
 
+# Clamps are written as selects on "x < lo" / "x > hi" so a NaN falls through unchanged,
+# as in torch; tirx.max/min become LLVM's maxnum/minnum, which drop the NaN.
+
+
+def clamp_expr(x: tirx.PrimExpr, lo: float | None, hi: float | None) -> tirx.PrimExpr:
+    dtype = dtype_of(x)
+    if lo is not None:
+        x = tirx.Select(x < const(lo, dtype), const(lo, dtype), x)
+    if hi is not None:
+        x = tirx.Select(x > const(hi, dtype), const(hi, dtype), x)
+    return x
+
+
 def _relu6(x):  # min(max(x, 0), 6)
-    return tirx.min(tirx.max(x, const(0, dtype_of(x))), const(6, dtype_of(x)))
+    return clamp_expr(x, 0, 6)
 
 
 def _hardsigmoid(x):  # relu6(x + 3) / 6
     return _relu6(x + const(3, dtype_of(x))) / const(6, dtype_of(x))
 
 
-register("relu")(unary(lambda x: tirx.max(x, const(0, dtype_of(x)))))
+register("relu")(unary(lambda x: clamp_expr(x, 0, None)))
 register("relu6")(unary(_relu6))
 register("sigmoid")(unary(sigmoid))
 register("silu")(unary(lambda x: x * sigmoid(x)))
@@ -192,21 +205,16 @@ def leaky_relu(args, attrs, out):
 
 @register("clamp")
 def clamp(args, attrs, out):
-    lo, hi = attrs.get("min"), attrs.get("max")
-
-    def fn(x):
-        if lo is not None:
-            x = tirx.max(x, const(lo, dtype_of(x)))
-        if hi is not None:
-            x = tirx.min(x, const(hi, dtype_of(x)))
-        return x
-
-    return elementwise(fn, args, out)
+    return elementwise(lambda x: clamp_expr(x, attrs.get("min"), attrs.get("max")), args, out)
 
 
 @register("logical_not")
 def logical_not(args, attrs, out):
     return elementwise(lambda x: tirx.Not(x), args, out, in_dtype="bool")
+
+
+def _isnan(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    return tirx.isnan(x) if is_float(dtype_of(x)) else tirx.const(False, "bool")
 
 
 def _div(a, b):  # true division for floats, floor division for ints (torch floor_divide)
@@ -225,8 +233,8 @@ _BINARY = {
     "mul": lambda a, b: a * b,
     "div": _div,
     "pow": _pow,
-    "maximum": tirx.max,
-    "minimum": tirx.min,
+    "maximum": lambda a, b: tirx.Select(tirx.Or(a > b, _isnan(a)), a, b),  # NaN wins
+    "minimum": lambda a, b: tirx.Select(tirx.Or(a < b, _isnan(a)), a, b),
 }
 _COMPARE = {
     "eq": tirx.EQ,

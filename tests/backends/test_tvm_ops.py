@@ -168,3 +168,32 @@ def test_every_registered_op_has_a_lowering_and_a_test():
     ops = set(OPS) - {"input", "weight", "constant"}
     assert ops <= set(OP_TABLE), f"no lowering: {sorted(ops - set(OP_TABLE))}"
     assert ops <= set(CASES) | set(SOURCES), f"untested: {sorted(ops - set(CASES) - set(SOURCES))}"
+
+
+class _NonFinite(In):
+    """Random data with a NaN, an inf and a -inf planted."""
+
+    def sample(self) -> torch.Tensor:
+        x = super().sample()
+        x[0, 0], x[1, 1], x[2, 2] = float("nan"), float("inf"), float("-inf")
+        return x
+
+
+NON_FINITE = [
+    ("relu", {}, F.relu), ("relu6", {}, F.relu6),  # (torch's gelu(inf) is NaN: not a spec)
+    ("clamp", {"min": -1.0, "max": 1.0}, lambda x: x.clamp(-1, 1)),
+    ("sigmoid", {}, torch.sigmoid), ("exp", {}, torch.exp), ("erf", {}, torch.erf),
+    ("softmax", {"dim": -1}, lambda x: x.softmax(-1)),
+]
+
+
+@pytest.mark.parametrize("op, attrs, reference", NON_FINITE, ids=[c[0] for c in NON_FINITE])
+def test_nan_and_inf_propagate_like_torch(op, attrs, reference):
+    check_op(op, [_NonFinite((4, 5))], attrs, reference)
+
+
+@pytest.mark.parametrize("op, reference", [("maximum", torch.maximum),
+                                           ("minimum", torch.minimum)])
+def test_maximum_minimum_propagate_nan(op, reference):
+    check_op(op, [_NonFinite((4, 5)), In((4, 5))], {}, reference)
+    check_op(op, [In((4, 5)), _NonFinite((4, 5))], {}, reference)
