@@ -104,7 +104,10 @@ def markdown(report: dict) -> str:
     meta = report["meta"]
     notes = Footnotes()
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
-    out = ["# Model benchmark", "",
+    partial = [] if meta.get("complete", True) else [
+        "**Partial**: the run was still going or was stopped; models below are the ones "
+        "it finished.", ""]
+    out = ["# Model benchmark", "", *partial,
            f"{meta['started']}; {meta['cpu']}; batch 1, fp32, {meta['threads']} threads; "
            f"{versions}.", "",
            f"Machine sgemm (torch.mm 2048^3, {meta['threads']} threads): "
@@ -162,12 +165,14 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(report: dict, prefix: Path, png: Path) -> None:
+def write_outputs(report: dict, prefix: Path, png: Path, quiet: bool = False) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
     prefix.with_suffix(".md").write_text(text + "\n")
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     plot(report, png)
+    if quiet:
+        return
     print(text)
     print(f"\nwrote {prefix.with_suffix('.md')}, {prefix.with_suffix('.json')}, {png}")
 

@@ -194,13 +194,11 @@ def run_cell(model: str, system: str, opts, ref: Path) -> dict:
 
 
 def run_all(opts) -> dict:
-    from render_models import write_outputs
-
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": THREADS,
             "cpu": cpu_name(), "python": platform.python_version(),
             "load_start": os.getloadavg(), "versions": versions(),
             "sgemm_gflops": quiet_sgemm(opts.quiet_wait)}
-    results = []
+    results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp:
         for model in opts.models:
             ref = Path(tmp) / f"{model.replace(':', '_')}.pt"
@@ -208,19 +206,27 @@ def run_all(opts) -> dict:
                 cell = run_cell(model, system, opts, ref)
                 results.append({"model": model, "system": system, **cell})
                 print(progress_line(results[-1]), flush=True)
-    meta["load_end"] = os.getloadavg()
+            save(opts, meta, results, final=False)  # an interrupted run keeps what it has
     # other work on the machine only lowers the rate: keep the better measurement
     meta["sgemm_gflops"] = max(meta["sgemm_gflops"], quiet_sgemm(opts.quiet_wait))
+    return save(opts, meta, results, final=True)
+
+
+def save(opts, meta: dict, results: list[dict], final: bool) -> dict:
+    from render_models import write_outputs
+
+    meta = {**meta, "load_end": os.getloadavg(), "complete": final}
     bases = [r["base_rss_mb"] for r in results if "base_rss_mb" in r]
     meta["base_rss_mb"] = min(bases) if bases else 0
     old = opts.out.with_suffix(".json")
     if opts.update and old.exists():  # keep the other models' cells from the earlier run
-        kept = [r for r in json.loads(old.read_text())["results"]
-                if r["model"] not in opts.models]
+        if "kept" not in opts:
+            opts.kept = [r for r in json.loads(old.read_text())["results"]
+                         if r["model"] not in opts.models]
         meta["updated_models"] = opts.models
-        results = kept + results
+        results = opts.kept + results
     report = {"meta": meta, "results": results}
-    write_outputs(report, opts.out, opts.plot)
+    write_outputs(report, opts.out, opts.plot, quiet=not final)
     return report
 
 
