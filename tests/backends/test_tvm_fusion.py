@@ -142,3 +142,19 @@ def test_kernel_sources_and_export(tmp_path):
     assert name == m.kernels[0].name and source.startswith("# schedule: injective")
     m.export_library(str(tmp_path / "lib.so"))
     assert (tmp_path / "lib.so").stat().st_size > 0
+
+
+def test_conv_with_a_pad_epilogue():
+    # mobilenet's stem: conv2d + relu6 + pad in one group; the pad's border is outside
+    # every conv tile and must still be written
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 17, 17), "float32"))
+    w, b = weight(g, "w", 16, 3, 3, 3), weight(g, "b", 16)
+    c = g.call("conv2d", [x, w, b], {"stride": (2, 2)}, meta={"group": 0})
+    r = g.call("relu6", [c], meta={"group": 0})
+    g.outputs = [g.call("pad", [r], {"pads": (1, 1, 1, 1)}, meta={"group": 0})]
+    m = build(g, "cpu")
+    assert m.num_kernels == 1 and m.kernels[0].schedule == "conv2d"
+    xt = torch.randn(1, 3, 17, 17)
+    ref = F.pad(F.relu6(F.conv2d(xt, t(g, "w"), t(g, "b"), stride=2)), (1, 1, 1, 1))
+    assert_close(m(xt)[0], ref)

@@ -63,6 +63,16 @@ def has_if_then_else(sch: s_tir.Schedule, block) -> bool:
     return bool(tvm_ffi.get_global_func("s_tir.schedule.HasIfThenElse")(sch.get(block)))
 
 
+def same_shape(sch: s_tir.Schedule, a, b) -> bool:
+    """Whether blocks ``a`` and ``b`` write buffers of one shape (an epilogue that can be
+    computed tile by tile with its anchor)."""
+    shape_a = sch.get(a).writes[0].source.shape
+    shape_b = sch.get(b).writes[0].source.shape
+    return len(shape_a) == len(shape_b) and all(
+        isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm) and int(x) == int(y)
+        or x.same_as(y) for x, y in zip(shape_a, shape_b)) and not has_if_then_else(sch, b)
+
+
 def extent(sch: s_tir.Schedule, loop) -> int | None:
     ext = sch.get(loop).extent
     return int(ext) if isinstance(ext, tirx.IntImm) else None
@@ -190,7 +200,13 @@ class _TiledReduction(Rule):
             vectorize_block(sch, b)  # a conv's pad block stays, computed once; casts inline
         if inline_all(sch, consumers[:-1]):  # the epilogue must collapse into one block
             return None
-        self.tile(sch, main, consumers[-1] if consumers else None, vec_axis, row_axis)
+        epilogue = consumers[-1] if consumers else None
+        if epilogue is not None and not same_shape(sch, main, epilogue):
+            # e.g. conv+relu6+pad: a pad computed per tile would leave its border unwritten
+            self.tile(sch, main, None, vec_axis, row_axis)
+            vectorize_block(sch, epilogue)
+            return sch
+        self.tile(sch, main, epilogue, vec_axis, row_axis)
         return sch
 
     def tile(self, sch, block, epilogue, vec_axis: int, row_axis: int | None) -> None:
