@@ -15,6 +15,9 @@ from compiler.kernels import kernel_groups, kernel_inputs
 from ir import Graph
 
 
+VIEW = "(view)"
+
+
 @dataclass
 class KernelRow:
     index: int
@@ -43,6 +46,11 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def num_kernels(self) -> int:
+        """Rows that run code: views (reshapes TVM turns into no-copy views) do not."""
+        return sum(r.kernel != VIEW for r in self.rows)
+
+    @property
     def total_flops(self) -> int:
         return sum(r.flops for r in self.rows)
 
@@ -52,7 +60,7 @@ class Report:
 
     def to_dict(self) -> dict:
         rows = [dict(asdict(r), intensity=round(r.intensity, 3)) for r in self.rows]
-        return {"kernels": rows, "total_flops": self.total_flops,
+        return {"kernels": rows, "num_kernels": self.num_kernels, "total_flops": self.total_flops,
                 "total_bytes": self.total_bytes, "arena_bytes": self.arena_bytes,
                 "naive_bytes": self.naive_bytes, **self.extra}
 
@@ -63,7 +71,7 @@ class Report:
                  f"{r.bytes / 1024:.1f}", f"{r.intensity:.2f}",
                  "" if r.group is None else str(r.group), r.kernel, r.schedule,
                  "" if r.offset is None else str(r.offset)) for r in self.rows]
-        total = ("", f"total: {len(self.rows)} kernels", "", "",
+        total = ("", f"total: {self.num_kernels} kernels", "", "",
                  f"{self.total_flops / 1e6:.2f}", f"{self.total_bytes / 1024:.1f}",
                  f"{self.total_flops / max(self.total_bytes, 1):.2f}", "", "", "",
                  "" if self.arena_bytes is None else f"arena {self.arena_bytes}")
@@ -89,6 +97,8 @@ def build_report(graph: Graph, kernels: list | None = None, plan: Any = None) ->
         moved = root.type.nbytes() + sum(i.type.nbytes() for i in ins) \
             if root.type.is_static else sum(node_bytes(n) for n in members)
         k = info.get(root.name)
+        if k is None and info and all(n.op == "reshape" for n in members):
+            k = KernelName(VIEW)
         rows.append(KernelRow(
             index=index, ops="+".join(n.op for n in members), root=root.name,
             inputs=[str(i.type) for i in ins if i.op != "constant"], output=str(root.type),
@@ -97,6 +107,12 @@ def build_report(graph: Graph, kernels: list | None = None, plan: Any = None) ->
             offset=offsets.get(root.name), source=root.source or ""))
     return Report(rows, arena_bytes=getattr(plan, "arena_bytes", None),
                   naive_bytes=getattr(plan, "naive_bytes", None))
+
+
+@dataclass
+class KernelName:
+    name: str
+    schedule: str = ""
 
 
 def _kernel_info_by_root(kernels: list) -> dict[str, Any]:

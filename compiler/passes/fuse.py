@@ -7,15 +7,16 @@ members are ``elementwise``/``injective`` and, when there is an anchor, form its
 (each reads the anchor or a member that does). Operands from outside (weights, a
 residual, a bias) are kernel parameters.
 
-Greedy, in execution order: every anchor (conv2d, linear, matmul), reduction, and
-elementwise op not yet in a group starts one and absorbs the chain of consumers after
-it while the current root has a single user that is
+Greedy, in execution order: every anchor (conv2d, linear, matmul), reduction,
+elementwise and injective op not yet in a group starts one and absorbs the chain of
+consumers after it while the current root has a single user that is
   - elementwise with the root's shape (its other operands may come from outside), or
   - injective with one operand (reshape, permute, slice, ...).
 Since each absorbed root had exactly one user, no member but the last is seen outside:
-the group is convex by construction. Injective producers are not fused *before* an
-anchor in this version; opaque ops and lone injective ops stay ungrouped (their own
-kernel, a ``reshape`` possibly a view).
+the group is convex by construction. A layout chain such as slice -> reshape -> permute
+(attention heads) is one copy kernel. Injective producers are not fused *before* an
+anchor in this version; opaque ops stay ungrouped, and a lone ``reshape`` stays
+ungrouped so the backend can make it a no-copy view.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from compiler.pattern import has_single_user
 from ir import LEAF_OPS, Graph, Node
 from ir.registry import get_op
 
-STARTS = ("anchor", "reduction", "elementwise")
+STARTS = ("anchor", "reduction", "elementwise", "injective")
 HEADS = ("anchor", "reduction")
 
 
@@ -57,6 +58,9 @@ class FuseOps(Pass):
             while has_single_user(root, graph) and can_absorb(graph, root, root.users[0]):
                 root = root.users[0]
                 root.meta["group"] = next_id
+            if root is node and node.op == "reshape":  # a lone reshape: a view, no kernel
+                del node.meta["group"]
+                continue
             next_id += 1
         now = {id(n): n.meta["group"] for n in graph.nodes if "group" in n.meta}
         return PassResult(graph, now != had)

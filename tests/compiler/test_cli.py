@@ -33,6 +33,7 @@ def test_inspect_shows_conv_bn_relu_as_one_row():
 def test_inspect_table_of_a_resnet_block():
     text = run("inspect", CNN, "--quiet").stdout
     assert "conv2d+add+relu" in text  # the residual add and relu fused into the conv
+    assert "total: 9 kernels" in text
     assert "MFLOP" in text and "total:" in text
 
 
