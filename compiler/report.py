@@ -14,7 +14,6 @@ from compiler.cost import node_bytes, node_flops
 from compiler.kernels import kernel_groups, kernel_inputs
 from ir import Graph
 
-
 VIEW = "(view)"
 
 
