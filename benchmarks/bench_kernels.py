@@ -23,6 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.tvm.build import build  # noqa: E402
+from compiler.cost import node_flops  # noqa: E402
 from ir import Graph  # noqa: E402
 from ir.types import TensorType  # noqa: E402
 
@@ -57,21 +58,25 @@ def linear_case():
     return g, [torch.randn(128, 768)], lambda x: F.gelu(F.linear(x, wt, bt))
 
 
-def conv_case(channels: int, size: int, groups: int = 1, relu: bool = False):
+def conv_case(channels: int, size: int, groups: int = 1, relu: bool = False,
+              out_channels: int | None = None, kernel: int = 3, stride: int = 1):
+    oc = out_channels or channels
+    pad = kernel // 2
+
     def case():
         g = Graph()
         x = g.add_input("x", TensorType((1, channels, size, size), "float32"))
-        w = g.add_weight("w", np.random.randn(channels, channels // groups, 3, 3)
+        w = g.add_weight("w", np.random.randn(oc, channels // groups, kernel, kernel)
                          .astype("float32") * 0.1)
-        out = g.call("conv2d", [x, w], {"padding": (1, 1), "groups": groups},
-                     meta={"group": 0})
+        attrs = {"padding": (pad, pad), "stride": (stride, stride), "groups": groups}
+        out = g.call("conv2d", [x, w], attrs, meta={"group": 0})
         if relu:
             out = g.call("relu", [out], meta={"group": 0})
         g.outputs = [out]
         wt = torch.from_numpy(g.weights["w"])
 
         def reference(x):
-            y = F.conv2d(x, wt, padding=1, groups=groups)
+            y = F.conv2d(x, wt, padding=pad, stride=stride, groups=groups)
             return F.relu(y) if relu else y
 
         return g, [torch.randn(1, channels, size, size)], reference
@@ -86,6 +91,24 @@ def softmax_case():
     return g, [torch.randn(12, 128, 128)], lambda x: x.softmax(-1)
 
 
+def layer_norm_case():
+    g = Graph()
+    x = g.add_input("x", TensorType((128, 768), "float32"))
+    w = g.add_weight("w", np.random.randn(768).astype("float32"))
+    b = g.add_weight("b", np.random.randn(768).astype("float32"))
+    g.outputs = [g.call("layer_norm", [x, w, b], {"normalized_ndim": 1})]
+    wt, bt = torch.from_numpy(g.weights["w"]), torch.from_numpy(g.weights["b"])
+    return g, [torch.randn(128, 768)], lambda x: F.layer_norm(x, (768,), wt, bt)
+
+
+def max_pool_case():
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 64, 112, 112), "float32"))
+    attrs = {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}
+    g.outputs = [g.call("max_pool2d", [x], attrs)]
+    return g, [torch.randn(1, 64, 112, 112)], lambda x: F.max_pool2d(x, 3, 2, 1)
+
+
 CASES = {
     "matmul 512x512x512": matmul_case,
     "linear+gelu 128x768->3072": linear_case,
@@ -93,6 +116,15 @@ CASES = {
     "conv3x3+relu 1x128x28x28": conv_case(128, 28, relu=True),
     "depthwise3x3 1x128x56x56": conv_case(128, 56, groups=128),
     "softmax 12x128x128": softmax_case,
+    # ResNet-50 / MobileNetV2 / BERT shapes
+    "r50 conv1x1 256->64 @56": conv_case(256, 56, out_channels=64, kernel=1),
+    "r50 conv3x3 256 @14": conv_case(256, 14),
+    "r50 conv1x1 512->2048 @7": conv_case(512, 7, out_channels=2048, kernel=1),
+    "r50 conv3x3 512 @7": conv_case(512, 7),
+    "r50 stem 7x7/2 3->64 @224": conv_case(3, 224, out_channels=64, kernel=7, stride=2),
+    "mbv2 conv1x1 32->192 @56": conv_case(32, 56, out_channels=192, kernel=1),
+    "layer_norm 128x768": layer_norm_case,
+    "max_pool3x3/2 1x64x112": max_pool_case,
 }
 
 
@@ -109,7 +141,8 @@ def main() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
     print(f"torch threads: {torch.get_num_threads()}")
-    header = f"{'kernel':28s} {'rule':18s} {'ours ms':>9s} {'torch ms':>9s} {'ours/torch':>10s}"
+    header = (f"{'kernel':28s} {'rule':18s} {'ours ms':>9s} {'torch ms':>9s} {'ours/torch':>10s}"
+              f" {'GFLOP/s':>8s}")
     print(header + "\n" + "-" * len(header))
     for name, make in CASES.items():
         graph, inputs, reference = make()
@@ -119,7 +152,9 @@ def main() -> None:
             ref_ms = median_ms(lambda: reference(*inputs), args.reps)  # noqa: B023
         ours_ms = median_ms(lambda: module(*inputs), args.reps)  # noqa: B023
         rule = ",".join(k.schedule for k in module.kernels)
-        print(f"{name:28s} {rule:18s} {ours_ms:9.3f} {ref_ms:9.3f} {ours_ms / ref_ms:10.2f}")
+        gflops = sum(node_flops(n) for n in graph.ops()) / ours_ms / 1e6
+        print(f"{name:28s} {rule:18s} {ours_ms:9.3f} {ref_ms:9.3f} {ours_ms / ref_ms:10.2f}"
+              f" {gflops:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

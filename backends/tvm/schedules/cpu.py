@@ -334,7 +334,12 @@ class DepthwiseConv2d(_TiledReduction):
 class Reduction(Rule):
     """Softmax, layer norm, pooling, sum/mean, attention: the leading spatial axes common
     to all blocks run in parallel, every block computed under them; spatial blocks
-    vectorized inside. Injective producers of the inputs (pad, cast) are inlined."""
+    vectorized inside. Injective producers of the inputs (pad, cast) are inlined.
+
+    A reduction over the contiguous last axis (softmax's max and sum, layer norm's mean
+    and variance) is split into VEC partial results (rfactor) accumulated as one vector,
+    then summed: the scalar loop was a chain of dependent max/add, 4 cycles each. A lone
+    reduction with a spatial innermost axis (pooling windows) vectorizes that axis."""
 
     name = "reduction"
 
@@ -345,19 +350,70 @@ class Reduction(Rule):
             return None
         first = next(i for i, b in enumerate(blocks) if not is_spatial(sch, b))
         blocks = inline_all(sch, blocks[:first]) + blocks[first:]
+        if len(blocks) == 1 and self.vectorize_window(sch, blocks[0]):
+            return sch
         lead = min(leading_spatial(kinds(sch, b)) for b in blocks)
         if lead == 0:
             return None
+        partials = [rf for b in blocks if (rf := self.rfactor_last_axis(sch, b)) is not None]
+        blocks = root_blocks(sch)
         last = blocks[-1]
         loops = sch.get_loops(last)
         outer = sch.fuse(*loops[:lead]) if lead > 1 else loops[0]
         sch.parallel(outer)
         for b in reversed(blocks[:-1]):
             sch.compute_at(b, outer, preserve_unit_loops=True)
+        for rf in partials:
+            self.vectorize_partials(sch, rf)
         for b in blocks:
-            if is_spatial(sch, b) and len(sch.get_loops(b)) > 1:
+            if b not in partials and is_spatial(sch, b) and len(sch.get_loops(b)) > 1:
                 vectorize_inner(sch, b)
         return sch
+
+    @staticmethod
+    def rfactor_last_axis(sch: s_tir.Schedule, block):
+        """Split the block's innermost reduce loop into VEC partials; the partial block
+        (its VEC-wide buffer last), or None where the axis does not divide."""
+        dom = kinds(sch, block)
+        if not dom.endswith("R") or "R" in dom.rstrip("R").lstrip("S"):
+            return None
+        n = extent(sch, sch.get_loops(block)[-1])
+        if n is None or n % VEC or n < 2 * VEC:
+            return None
+        _, lanes = sch.split(sch.get_loops(block)[-1], [None, VEC])
+        return sch.rfactor(lanes, dom.count("S"))
+
+    @staticmethod
+    def vectorize_partials(sch: s_tir.Schedule, rf) -> None:
+        """Under compute_at the partial block's loops are (lanes, spatial.., reduce):
+        move the reduce loop outside the lanes and vectorize them."""
+        loops = sch.get_loops(rf)
+        tile = next(i for i, lp in enumerate(loops) if sch.get(lp).kind == tirx.ForKind.PARALLEL)
+        inner = loops[tile + 1:]
+        sch.reorder(inner[-1], inner[0])
+        loops = sch.get_loops(rf)
+        sch.vectorize(loops[-1])
+        sch.decompose_reduction(rf, loops[tile + 1])
+
+    @staticmethod
+    def vectorize_window(sch: s_tir.Schedule, block) -> bool:
+        """out[.., i, j] = reduce over a window (pooling): parallel over the outer spatial
+        axes, the window loops inside, vector lanes along j."""
+        dom = kinds(sch, block)
+        spatial = leading_spatial(dom)
+        loops = sch.get_loops(block)
+        if dom.rstrip("R") != "S" * spatial or spatial < 2 or len(loops) != len(dom):
+            return False
+        n = extent(sch, loops[spatial - 1])
+        if n is None or n < 8:
+            return False
+        lanes = VEC if n % VEC == 0 or n > 2 * VEC else 8
+        j_outer, j_inner = sch.split(loops[spatial - 1], [None, lanes])
+        sch.reorder(j_outer, *loops[spatial:], j_inner)
+        sch.parallel(sch.fuse(*loops[:spatial - 1], j_outer))
+        sch.vectorize(j_inner)
+        sch.decompose_reduction(block, loops[spatial])
+        return True
 
 
 class Fallback(Rule):
