@@ -26,6 +26,8 @@ KN = "KN"  # a linear weight bound transposed, [in, out], for contiguous inner-l
 PANEL = 32  # ... or packed in panels [out / 32, in, 32]: one register tile's columns,
 # contiguous over the whole reduction (a [in, out] row stride of a wide layer thrashes TLB)
 PACKED = "KN32"
+CONV_LANES = 16  # a conv2d weight packed [OC / 16, IC, KH, KW, 16] (OIHW16o): one vector
+CONV_PACKED = "OIHW16o"  # of output channels contiguous, vectorized by the CPU rule
 
 
 @dataclass
@@ -73,12 +75,18 @@ def check_supported(graph: Graph) -> None:
 def lower_graph(graph: Graph, target: Any = None) -> LoweredModule:
     """Lower ``graph`` to an IRModule with one PrimFunc per kernel (unscheduled)."""
     check_supported(graph)
-    return _Lowerer(graph).run()
+    return _Lowerer(graph, pack_conv=_is_cpu(target)).run()
+
+
+def _is_cpu(target: Any) -> bool:
+    """Whether conv weights are packed for the CPU rule (GPU rules read torch's layout)."""
+    return getattr(getattr(target, "kind", None), "name", None) == "llvm"
 
 
 class _Lowerer:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, pack_conv: bool = False):
         self.graph = graph
+        self.pack_conv = pack_conv
         self.symbols: dict[str, tirx.Var] = {}
         self.values: dict[Node, relax.Expr] = {}
         self.consts: dict[tuple[str, str | None], relax.Constant] = {}
@@ -110,6 +118,10 @@ class _Lowerer:
             elif layout == PACKED:
                 out_features, in_features = data.shape
                 data = data.reshape(out_features // PANEL, PANEL, in_features).transpose(0, 2, 1)
+            elif layout == CONV_PACKED:
+                oc = data.shape[0]
+                data = data.reshape(oc // CONV_LANES, CONV_LANES, *data.shape[1:])
+                data = data.transpose(0, 2, 3, 4, 1)
             self.consts[key] = relax.const(np.ascontiguousarray(data), node.dtype)
         return self.consts[key]
 
@@ -118,11 +130,13 @@ class _Lowerer:
             return self.weight(node, layout)
         return self.values[node]
 
-    @staticmethod
-    def layout(user: Node, position: int) -> str | None:
+    def layout(self, user: Node, position: int) -> str | None:
         operand = user.inputs[position]
         if user.op == "linear" and position == 1 and operand.op == "weight":
             return PACKED if operand.shape[0] % PANEL == 0 else KN
+        if self.pack_conv and user.op == "conv2d" and position == 1 and operand.op == "weight" \
+                and user.attrs.get("groups", 1) == 1 and operand.shape[0] % CONV_LANES == 0:
+            return CONV_PACKED
         return None
 
     # ----- lowering ------------------------------------------------------------------

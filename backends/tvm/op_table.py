@@ -461,7 +461,9 @@ def conv2d(args, attrs, out):
     stride, padding = attrs.get("stride", (1, 1)), attrs.get("padding", (0, 0))
     dilation, groups = attrs.get("dilation", (1, 1)), attrs.get("groups", 1)
     x, w = _float_input(x, out.dtype), _float_input(w, out.dtype)
-    if groups == 1:
+    if attrs.get("weight_layout") == "OIHW16o":
+        y = _conv2d_packed(x, w, stride, padding, dilation, out)
+    elif groups == 1:
         y = topi.nn.conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
     elif groups == int(x.shape[1]) and int(w.shape[0]) == groups:  # depthwise, multiplier 1
         y = topi.nn.depthwise_conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
@@ -469,6 +471,25 @@ def conv2d(args, attrs, out):
         y = topi.nn.group_conv2d_nchw(x, w, stride, padding, dilation, groups,
                                       out_dtype=out.dtype)
     return _with_bias(y, bias[0] if bias else None, axis=1)
+
+
+def _conv2d_packed(x, w, stride, padding, dilation, out):
+    """NCHW conv2d over a weight the backend packed as [OC / 16, IC, KH, KW, 16]: 16 output
+    channels contiguous, so the CPU rule vectorizes over them (broadcasting one input
+    value per FMA) whatever the stride or the output width."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    _, ic, kh, kw, lanes = (int(d) for d in w.shape)
+    if ph or pw:
+        x = topi.nn.pad(x, [0, 0, ph, pw], [0, 0, ph, pw], name="T_conv_pad")
+    rc = te.reduce_axis((0, ic), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def body(n, c, i, j):
+        value = x[n, rc, i * sh + ry * dh, j * sw + rx * dw]
+        return te.sum(value * w[c // lanes, rc, ry, rx, c % lanes], axis=[rc, ry, rx])
+
+    return te.compute(out.shape, body, name="T_conv2d_packed")
 
 
 @register("linear")

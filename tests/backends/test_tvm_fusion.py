@@ -67,7 +67,7 @@ def test_conv_add_residual_relu_is_one_kernel():
     g.outputs = [g.call("relu", [a], meta={"group": 1})]
     m = build(g, "cpu")
     assert m.num_kernels == 1 and len(primfuncs(m)) == 1
-    assert m.kernels[0].schedule == "conv2d"
+    assert m.kernels[0].schedule == "conv2d_packed"  # 16 output channels: packed weight
     xt = torch.randn(1, 16, 12, 12)
     assert_close(m(xt)[0], F.relu(F.conv2d(xt, t(g, "w"), padding=1) + xt))
 
@@ -154,7 +154,7 @@ def test_conv_with_a_pad_epilogue():
     r = g.call("relu6", [c], meta={"group": 0})
     g.outputs = [g.call("pad", [r], {"pads": (1, 1, 1, 1)}, meta={"group": 0})]
     m = build(g, "cpu")
-    assert m.num_kernels == 1 and m.kernels[0].schedule == "conv2d"
+    assert m.num_kernels == 1 and m.kernels[0].schedule == "conv2d_packed"
     xt = torch.randn(1, 3, 17, 17)
     ref = F.pad(F.relu6(F.conv2d(xt, t(g, "w"), t(g, "b"), stride=2)), (1, 1, 1, 1))
     assert_close(m(xt)[0], ref)

@@ -51,8 +51,18 @@ def test_conv_rules(x, w, attrs):
         return F.conv2d(xt, wt, **attrs)
 
     m = check_op("conv2d", [In(x), W(w)], attrs, reference, rtol=1e-4, atol=1e-4)
-    depthwise = attrs.get("groups", 1) == x[1] == w[0]
-    assert m.kernels[0].schedule == ("depthwise_conv2d" if depthwise else "conv2d")
+    assert m.kernels[0].schedule == expected_conv_rule(x[1], w[0], attrs.get("groups", 1))
+
+
+def expected_conv_rule(in_channels: int, out_channels: int, groups: int) -> str:
+    """Depthwise has its rule; a dense conv with whole vectors of output channels has its
+    weight packed OIHW16o (``lower.CONV_PACKED``) and the packed rule; the rest the NCHW
+    rule."""
+    if groups == in_channels == out_channels:
+        return "depthwise_conv2d"
+    if groups == 1 and out_channels % 16 == 0:
+        return "conv2d_packed"
+    return "conv2d"
 
 
 @pytest.mark.parametrize("x, dim", SOFTMAX)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.target import Target
@@ -58,9 +59,21 @@ def read_vars(block: s_tir.SBlock) -> list[tuple[object, set]]:
     return [(r.source, vars_in(rg.min for rg in r.region) & iters) for r in block.reads]
 
 
+IF_THEN_ELSE = tvm.ir.Op.get("prim.if_then_else").name
+
+
 def has_if_then_else(sch: s_tir.Schedule, block) -> bool:
-    """A padding block: inlined into a conv it would put a branch in the inner loop."""
-    return bool(tvm_ffi.get_global_func("s_tir.schedule.HasIfThenElse")(sch.get(block)))
+    """A padding block: inlined into a conv it would put a branch in the inner loop.
+    Only ``if_then_else`` calls count: TVM's HasIfThenElse also counts ``Select``, which
+    every NaN-keeping relu has, and would keep those epilogues out of the tile."""
+    found: list = []
+
+    def visit(call: tvm.ir.Call) -> None:  # TIR calls are tvm.ir.Call in TVM 0.27
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == IF_THEN_ELSE:
+            found.append(call)
+
+    tvm_ffi.structural_walk(sch.get(block).body, (tvm.ir.Call, visit), order="post")
+    return bool(found)
 
 
 def same_shape(sch: s_tir.Schedule, a, b) -> bool:
@@ -309,6 +322,66 @@ def extent_of(stmt: s_tir.SBlock, i: int) -> int:
     return int(ext) if isinstance(ext, tirx.IntImm) else 0
 
 
+def packed_conv_tile(n_oc: int, n_ow: int) -> tuple[int, int]:
+    """(vectors of 16 output channels, output columns) of a packed conv's register tile.
+    Both divide their axis (no tails in the unrolled tile); rows x vectors accumulators
+    stay within 24 of AVX-512's 32 registers (the rest hold weights and the broadcast);
+    the most accumulators win, then the fewest loads per FMA (vectors + rows)."""
+    best = (0, 0, 1, 1)
+    for vecs in (1, 2, 3, 4, 6):
+        if n_oc % (vecs * VEC):
+            continue
+        for rows in range(1, min(n_ow, 24) + 1):
+            if n_ow % rows or rows * vecs > 24:
+                continue
+            score = (rows * vecs, -(rows + vecs))
+            if score > best[:2]:
+                best = (*score, vecs, rows)
+    return best[2], best[3]
+
+
+class PackedConv2d(_TiledReduction):
+    """conv2d over a weight packed [OC / 16, IC, KH, KW, 16] (``lower.CONV_PACKED``):
+    vectorize 16 output channels, register-tile output columns, one input value
+    broadcast per FMA, so strides and narrow outputs (7x7) cost nothing extra. Tile loop
+    order (n, oc, oh, ow): consecutive tiles of one thread reuse one weight panel."""
+
+    name = "conv2d_packed"
+
+    def match(self, sch, block):
+        stmt = sch.get(block)
+        if kinds(sch, block) != "SSSSRRR" or len(stmt.reads) != 2:
+            return None
+        if not any(len(r.source.shape) == 5 for r in stmt.reads):
+            return None
+        return 1, 3
+
+    def tile(self, sch, block, epilogue, vec_axis, row_axis):
+        n, oc, oh, ow, *reduce_loops = sch.get_loops(block)
+        stmt = sch.get(block)
+        vecs, rows = packed_conv_tile(extent_of(stmt, 1), extent_of(stmt, 3))
+        oc_outer, oc_mid, oc_inner = sch.split(oc, [None, vecs, VEC])
+        ow_outer, ow_inner = sch.split(ow, [None, rows])
+        sch.reorder(n, oc_outer, oh, ow_outer, *reduce_loops, ow_inner, oc_mid, oc_inner)
+        tile_loop = sch.fuse(n, oc_outer, oh, ow_outer)
+        sch.parallel(tile_loop)
+        local = sch.cache_write(block, 0, "local")
+        # accumulators channel-last, so each vector of 16 channels is contiguous
+        sch.transform_layout(block, ("write", 0), lambda b, c, i, j: (b, i, j, c))
+        if epilogue is not None:
+            sch.compute_inline(local)
+            local = epilogue
+        sch.reverse_compute_at(local, tile_loop, preserve_unit_loops=True)
+        sch.unroll(ow_inner)
+        sch.unroll(oc_mid)
+        sch.vectorize(oc_inner)
+        init = sch.decompose_reduction(block, reduce_loops[0])
+        init_loops = sch.get_loops(init)
+        if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
+            sch.vectorize(init_loops[-1])
+        vectorize_inner(sch, local)
+
+
 class DepthwiseConv2d(_TiledReduction):
     """Depthwise NCHW conv2d: out[n, c, oh, ow] += pad[n, c, ..] * w[c, 0, kh, kw]
     (topi's SSSSRR form, or grouped conv with one input channel per group)."""
@@ -437,5 +510,5 @@ class Fallback(Rule):
         return sch
 
 
-RULES: list[Rule] = [Matmul(), Conv2d(), DepthwiseConv2d(), Reduction(), Injective()]
+RULES: list[Rule] = [Matmul(), PackedConv2d(), Conv2d(), DepthwiseConv2d(), Reduction(), Injective()]
 FALLBACK = Fallback()
