@@ -90,6 +90,39 @@ def _compare(types: Types, attrs: dict) -> TensorType:
     return TensorType(broadcast_shapes(*(t.shape for t in types)), "bool")
 
 
+# ----- symbolic dims: a str dim is a name ("seq") or a polynomial of names ("batch*seq",
+# "seq+1"), kept in one canonical spelling (sympy's, without spaces) so that two
+# inferences of the same size compare equal as strings.
+
+_NAME = __import__("re").compile(r"[A-Za-z_][A-Za-z_0-9]*")
+
+
+def sym_dim(d: Dim) -> Any:
+    """``d`` as a sympy expression over positive integer symbols."""
+    import sympy
+
+    if isinstance(d, int):
+        return sympy.Integer(d)
+    names = {n: sympy.Symbol(n, integer=True, positive=True) for n in _NAME.findall(d)}
+    return sympy.sympify(d, locals=names)
+
+
+def canonical_dim(expr: Any) -> Dim:
+    """A sympy expression (or int) back as a dim: an int when it is a number."""
+    import sympy
+
+    expr = sympy.expand(sympy.sympify(expr))
+    if expr.is_Integer:
+        return int(expr)
+    return str(expr).replace(" ", "")
+
+
+def dim_add(*dims: Dim) -> Dim:
+    if all(isinstance(d, int) for d in dims):
+        return sum(dims)  # type: ignore[arg-type]
+    return canonical_dim(sum((sym_dim(d) for d in dims), start=sym_dim(0)))
+
+
 # ----- leaves (created by Graph.add_*; registered so the verifier knows them) ----------
 
 register_op("input", "leaf", _same, 0, doc="A graph argument.")
@@ -356,16 +389,23 @@ def _slice(types: Types, attrs: dict) -> TensorType:
     start, end, step = attrs["start"], attrs["end"], attr(attrs, "step", "slice")
     if step <= 0:
         raise IRTypeError(f"slice step must be positive, got {step}")
-    if not isinstance(size, int):
-        raise IRTypeError("slice of a symbolic dim is not supported")
-    start, end, _ = slice(start, end).indices(size)
-    length = max(0, -(-(end - start) // step))
+    if isinstance(end, str) or not isinstance(size, int):
+        # a symbolic end (x[:, :seq]) or a symbolic axis: the slice is taken to stay in
+        # range, as torch's guards on the example inputs established at capture
+        if step != 1 or not isinstance(start, int) or start < 0 or \
+                (isinstance(end, int) and end < 0):
+            raise IRTypeError(f"slice {start}:{end}:{step} of symbolic size {size}")
+        end = size if isinstance(end, int) and end >= 2**62 else end
+        length = canonical_dim(sym_dim(end) - start)
+    else:
+        start, end, _ = slice(start, end).indices(size)
+        length = max(0, -(-(end - start) // step))
     shape = list(x.shape)
     shape[dim] = length
     return TensorType(tuple(shape), x.dtype)
 
 
-register_op("slice", "injective", _slice, 1, attrs={"dim": int, "start": int, "end": int},
+register_op("slice", "injective", _slice, 1, attrs={"dim": int, "start": int, "end": (int, str)},
             optional_attrs={"step": 1}, doc="Python slice semantics on one axis.")
 
 
@@ -377,8 +417,7 @@ def _concat(types: Types, attrs: dict) -> TensorType:
         if t.rank != first.rank or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
                                        if i != dim):
             raise IRTypeError(f"concat of {list(map(str, types))} along {dim}")
-        total = total + t.shape[dim] if isinstance(total, int) and isinstance(t.shape[dim], int) \
-            else f"{total}+{t.shape[dim]}"
+        total = dim_add(total, t.shape[dim])
     shape = list(first.shape)
     shape[dim] = total
     return TensorType(tuple(shape), promote(*types))
@@ -392,7 +431,7 @@ def _pad(types: Types, attrs: dict) -> TensorType:
     pads = attrs["pads"]  # torch order: last dim first, (before, after) pairs
     shape = list(x.shape)
     for i in range(len(pads) // 2):
-        shape[-1 - i] += pads[2 * i] + pads[2 * i + 1]
+        shape[-1 - i] = dim_add(shape[-1 - i], pads[2 * i] + pads[2 * i + 1])
     return TensorType(tuple(shape), x.dtype)
 
 
@@ -423,12 +462,17 @@ register_op("cumsum", "opaque", _cumsum, 1, attrs={"dim": int})
 
 def _arange(types: Types, attrs: dict) -> TensorType:
     start, end, step = attrs["start"], attrs["end"], attr(attrs, "step", "arange")
+    if isinstance(end, str):  # arange(seq): a symbolic length
+        if step != 1 or not isinstance(start, int):
+            raise IRTypeError(f"arange({start}, {end}, {step}) with a symbolic end")
+        return TensorType((canonical_dim(sym_dim(end) - start),), attrs["dtype"])
     n = max(0, -(-(end - start) // step))
     return TensorType((int(n),), attrs["dtype"])
 
 
-register_op("arange", "injective", _arange, 0, attrs={"start": (int, float), "end": (int, float),
-                                                     "dtype": str}, optional_attrs={"step": 1})
+register_op("arange", "injective", _arange, 0,
+            attrs={"start": (int, float), "end": (int, float, str), "dtype": str},
+            optional_attrs={"step": 1})
 register_op("full", "injective", lambda t, a: TensorType(tuple(a["shape"]), a["dtype"]), 0,
             attrs={"shape": tuple, "value": (int, float, bool), "dtype": str},
             doc="ones/zeros/full map here.")

@@ -17,6 +17,7 @@ import tvm
 from tvm import relax, tirx
 
 from backends.tvm.op_table import OP_TABLE, OutType, const
+from compiler.dynamic import tir_dim
 from compiler.errors import LoweringError
 from compiler.kernels import kernel_groups
 from ir import Graph, Node
@@ -95,12 +96,12 @@ class _Lowerer:
 
     # ----- types ---------------------------------------------------------------------
     def dim(self, d: int | str) -> tirx.PrimExpr:
-        if isinstance(d, int):
-            return tirx.IntImm("int64", d)
-        if not d.isidentifier():
-            raise LoweringError(f"symbolic dim {d!r} is not a plain name; only named dims "
-                                f"(e.g. 'batch') are supported")
-        return self.symbols.setdefault(d, tirx.Var(d, "int64"))
+        """A dim as TIR: names become one ``tirx.Var`` each, expressions of them
+        ("batch*seq") TIR arithmetic over those vars."""
+        try:
+            return tir_dim(d, self.symbols)
+        except ValueError as e:
+            raise LoweringError(str(e)) from None
 
     def out_type(self, node: Node) -> OutType:
         return OutType(tuple(self.dim(d) for d in node.shape), node.dtype)

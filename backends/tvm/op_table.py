@@ -617,8 +617,9 @@ def expand(args, attrs, out):
 def slice_(args, attrs, out):
     x = args[0]
     dim = norm_axis(attrs["dim"], len(x.shape))
-    start, _, step = slice(attrs["start"], attrs["end"], attrs.get("step", 1)).indices(
-        int(x.shape[dim]))
+    start, step = attrs["start"], attrs.get("step", 1)
+    if isinstance(attrs["end"], int) and isinstance(x.shape[dim], tirx.IntImm):
+        start, _, step = slice(start, attrs["end"], step).indices(int(x.shape[dim]))
 
     def body(*index):
         src = list(index)

@@ -15,7 +15,8 @@ import torch
 import torch.utils._pytree as pytree
 
 import ir
-from compiler.capture.inputs import bind_inputs
+from compiler.capture.inputs import Inputs, bind_inputs
+from compiler.dynamic import DimSpec, normalize_dynamic
 from compiler.errors import CaptureError, UnsupportedOpError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class CaptureResult:
 
 
 def capture(model: torch.nn.Module, example_inputs: tuple | list | dict | torch.Tensor,
-            example_kwargs: dict | None = None) -> CaptureResult:
+            example_kwargs: dict | None = None, dynamic: dict | None = None
+            ) -> CaptureResult:
     """Capture ``model`` (in eval mode) on ``example_inputs`` as an IR graph.
 
     Parameters
@@ -58,6 +60,10 @@ def capture(model: torch.nn.Module, example_inputs: tuple | list | dict | torch.
         Shapes and dtypes are fixed at these.
     example_kwargs : dict, optional
         Keyword arguments besides ``example_inputs``.
+    dynamic : dict, optional
+        Symbolic sizes: input name -> axis -> a name (``"seq"``), a ``(name, min, max)``
+        or a ``compiler.dynamic.DimSpec``. Captured through ``torch.export`` with
+        ``dynamic_shapes``; those dims are symbolic in the graph's types.
 
     Raises
     ------
@@ -69,6 +75,8 @@ def capture(model: torch.nn.Module, example_inputs: tuple | list | dict | torch.
     check_eval_mode(model)
     args, kwargs = _split(example_inputs, example_kwargs)
     inputs = bind_inputs(model, args, kwargs)
+    if dynamic:
+        return _capture_dynamic(model, inputs, normalize_dynamic(dynamic))
     try:
         with torch.no_grad():
             eager = model(*args, **kwargs)
@@ -99,6 +107,33 @@ def capture(model: torch.nn.Module, example_inputs: tuple | list | dict | torch.
     _check_outputs(graph, eager_leaves, method)
     ir.verify(graph)
     return CaptureResult(graph, out_spec, inputs.spec, method)
+
+
+def _capture_dynamic(model: torch.nn.Module, inputs: Inputs,
+                     dynamic: dict[str, dict[int, DimSpec]]) -> CaptureResult:
+    """Symbolic capture: torch.fx records static shapes, so this is torch.export only."""
+    from compiler.capture.export_frontend import capture_export
+    from compiler.capture.symbolic import check_spec, widen_examples
+
+    check_spec(inputs, dynamic)
+    args, kwargs = pytree.tree_unflatten(widen_examples(inputs, dynamic), inputs.spec)
+    inputs = bind_inputs(model, args, kwargs)
+    try:
+        with torch.no_grad():
+            eager = model(*args, **kwargs)
+    except Exception as e:
+        raise CaptureError(f"the model raised on the example inputs: {_first_line(e)}") from e
+    eager_leaves, out_spec = pytree.tree_flatten(eager)
+    try:
+        graph = capture_export(model, inputs, dynamic)
+    except UnsupportedOpError:
+        raise
+    except Exception as e:
+        raise CaptureError(f"torch.export with dynamic shapes failed: {_first_line(e)}") \
+            from e
+    _check_outputs(graph, eager_leaves, "export")
+    ir.verify(graph)
+    return CaptureResult(graph, out_spec, inputs.spec, "export")
 
 
 def check_eval_mode(model: torch.nn.Module) -> None:

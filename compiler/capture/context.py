@@ -92,6 +92,7 @@ class Context:
     # ----- emitting --------------------------------------------------------------
     def emit(self, op: str, inputs: list[Node] | tuple[Node, ...], **attrs: Any) -> Node:
         meta = {"source": self.source} if self.source else None
+        attrs = {k: _dims(v) for k, v in attrs.items()}  # symbolic sizes as IR dims
         return self.graph.call(op, inputs, attrs, name=self.name, meta=meta)
 
     def constant(self, value: bool | int | float, dtype: str) -> Node:
@@ -157,3 +158,14 @@ def contains_node(value: Any) -> bool:
     if isinstance(value, dict):
         return any(contains_node(v) for v in value.values())
     return False
+
+
+def _dims(value: Any) -> Any:
+    """Attr values with ``SymDim`` (symbolic sizes) spelled as IR dims."""
+    from compiler.dynamic import SymDim
+
+    if isinstance(value, SymDim):
+        return value.dim
+    if isinstance(value, (list, tuple)):
+        return type(value)(_dims(v) for v in value)
+    return value

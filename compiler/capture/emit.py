@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from compiler.capture.context import Context, Unsupported, ir_dtype
+from compiler.dynamic import SymDim
 from ir import Node
 from ir.types import is_float
 
@@ -405,11 +406,26 @@ def slice_dim(ctx: Context, x: Any, dim: int = 0, start: Any = None, end: Any = 
     x = ctx.tensor(x)
     dim = norm_dim(dim, len(x.shape))
     size = x.shape[dim]
+    if isinstance(size, str) or isinstance(end, SymDim) or isinstance(start, SymDim):
+        return _symbolic_slice(ctx, x, dim, start, end, step)
     start, end, step = slice(start, end, step).indices(size)
     end = max(end, start)
     if (start, end, step) == (0, size, 1):
         return x
     return ctx.emit("slice", [x], dim=dim, start=start, end=end, step=step)
+
+
+def _symbolic_slice(ctx: Context, x: Node, dim: int, start: Any, end: Any, step: int) -> Node:
+    """x[start:end] where the axis or the end is a symbolic size: ``x[:, :seq]`` or
+    ``x[:, 1:]``; negative or data-dependent bounds are not supported."""
+    start = 0 if start is None else start
+    if end is None or (isinstance(end, int) and end >= 2**62):
+        end = SymDim.of(x.shape[dim])
+    if isinstance(start, SymDim) or step != 1 or start < 0 or (isinstance(end, int) and end < 0):
+        raise Unsupported(why=f"(slice {start}:{end}:{step} of a symbolic size)")
+    if start == 0 and SymDim.of(x.shape[dim]) == end:
+        return x
+    return ctx.emit("slice", [x], dim=dim, start=start, end=end, step=1)
 
 
 def select(ctx: Context, x: Any, dim: int, index: int) -> Node:
@@ -495,7 +511,8 @@ def cumsum(ctx: Context, x: Any, dim: int, dtype: torch.dtype | None = None) -> 
 
 def arange(ctx: Context, *args: Any, **kwargs: Any) -> Node:
     """torch.arange(end) / (start, end) / (start, end, step), in the recorded dtype."""
-    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    numbers = [a for a in args if isinstance(a, (int, float, SymDim)) and
+               not isinstance(a, bool)]
     for key in ("start", "end", "step"):
         if key in kwargs:
             numbers.append(kwargs[key])

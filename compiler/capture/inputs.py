@@ -12,7 +12,7 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from compiler.capture.context import tensor_type
-from ir import Graph, Node
+from ir import Graph, Node, TensorType
 
 
 @dataclass
@@ -27,12 +27,15 @@ class Inputs:
     def tensors(self) -> list[torch.Tensor]:
         return [x for x in self.leaves if isinstance(x, torch.Tensor)]
 
-    def add_to(self, graph: Graph) -> dict[int, Node]:
-        """Add one graph input per tensor leaf; maps id(tensor) -> its input node."""
+    def add_to(self, graph: Graph, types: dict[int, TensorType] | None = None
+               ) -> dict[int, Node]:
+        """Add one graph input per tensor leaf; maps id(tensor) -> its input node. Its type
+        is the tensor's, or ``types[id(tensor)]`` (symbolic dims) where given."""
         nodes: dict[int, Node] = {}
         for leaf, name in zip(self.leaves, self.names):
             if isinstance(leaf, torch.Tensor) and id(leaf) not in nodes:
-                nodes[id(leaf)] = graph.add_input(name, tensor_type(leaf))
+                t = (types or {}).get(id(leaf)) or tensor_type(leaf)
+                nodes[id(leaf)] = graph.add_input(name, t)
         return nodes
 
 
