@@ -15,7 +15,8 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
               opt_level: int = 2, passes: tuple | list = (), check: str | None = None,
               dtype: str | None = None, verify: bool | None = None,
               dump_dir: str | None = None, example_kwargs: dict | None = None,
-              schedule: bool = True) -> CompiledModule:
+              schedule: bool = True, dynamic: dict | None = None,
+              cache: bool | None = None) -> CompiledModule:
     """Compile ``model`` for ``target`` and return a module that runs it.
 
     Parameters
@@ -34,6 +35,14 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
         Passes of your own, run after the built-in rewrites and before fusion.
     check : {"raise", "warn", "off"}
         The numerics guard: compare with eager on the example inputs and random ones.
+    dynamic : dict, optional
+        Sizes that vary between calls: input name -> axis -> a name, ``(name, min, max)``
+        or ``compiler.dynamic.DimSpec``, e.g. ``{"x": {0: "batch", 1: "seq"}}``. The model
+        is compiled once, with those dims symbolic, and runs on any size in range.
+    cache : bool, optional
+        Load the built program from the on-disk compile cache when the same graph, weights,
+        target and options were built before, and store it otherwise (default: on;
+        ``DSCOMPILE_CACHE=0`` turns the default off; ``DSCOMPILE_CACHE_DIR`` moves it).
     """
     overrides = {"check": check, "verify": verify, "dump_dir": dump_dir}  # else env defaults
     options = CompileOptions(target=target, opt_level=opt_level, passes=tuple(passes),
@@ -47,10 +56,11 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
 
     from compiler.capture import capture
 
-    captured = capture(model, args, kwargs)
+    captured = capture(model, args, kwargs, dynamic=dynamic)
     graph, records = optimize_graph(captured.graph, options)
+    use_cache = cache if cache is not None else default_cache_enabled()
     module = build_module(graph, captured.out_spec, tvm_target, options, records,
-                          captured.method)
+                          captured.method, cache=use_cache)
     if options.check != "off":
         from compiler.guard import check_numerics
 
@@ -81,14 +91,26 @@ def optimize_graph(graph, options: CompileOptions):
                     instruments=instruments, verify=options.verify)
 
 
+def default_cache_enabled() -> bool:
+    from compiler.cache import enabled_by_default
+
+    return enabled_by_default()
+
+
 def build_module(graph, out_spec, tvm_target, options: CompileOptions, records=(),
-                 capture_method: str = "fx") -> CompiledModule:
-    """Plan memory, lower and build ``graph``; wrap the program as a ``CompiledModule``."""
+                 capture_method: str = "fx", cache: bool = False) -> CompiledModule:
+    """Plan memory, lower and build ``graph`` (or load it from the compile cache); wrap
+    the program as a ``CompiledModule``."""
     from backends.tvm.build import build
     from backends.tvm.target import target_kind
 
     plan = plan_if_static(graph)
-    program = build(graph, tvm_target, schedule=options.schedule)
+    if cache:
+        from compiler.cache import default_cache
+
+        program = default_cache().build(graph, tvm_target, options)
+    else:
+        program = build(graph, tvm_target, schedule=options.schedule)
     device = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda"}[target_kind(tvm_target)]
     return CompiledModule(program, graph, out_spec, device=device, records=list(records),
                           plan=plan, options=options, capture_method=capture_method)

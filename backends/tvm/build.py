@@ -5,6 +5,7 @@ Tensors cross torch <-> TVM through DLPack without copies, both ways.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ class BuiltModule:
         self.target = target
         self.kind = kind
         self.kernels: list[KernelInfo] = lowered.kernels
-        self._vm: relax.VirtualMachine | None = None
+        self._local = threading.local()  # a VM per thread: one VM is not reentrant
         self._weights: dict[str, torch.Tensor] = {}
 
     @property
@@ -101,13 +102,17 @@ class BuiltModule:
         return _DEVICES[self.kind](0)
 
     def vm(self) -> relax.VirtualMachine:
-        """The VM, created on first use so that a GPU program builds on a machine without it."""
-        if self._vm is None:
+        """This thread's VM, created on first use (so that a GPU program builds on a machine
+        without the GPU). A Relax VM keeps its registers and call stack in the instance, so
+        threads calling one module concurrently each get their own over the shared
+        executable."""
+        vm = getattr(self._local, "vm", None)
+        if vm is None:
             if not self.device.exist:
                 raise DeviceError(f"the program was built for {self.kind}, but no {self.kind} "
                                   f"device is present")
-            self._vm = relax.VirtualMachine(self.executable, self.device)
-        return self._vm
+            vm = self._local.vm = relax.VirtualMachine(self.executable, self.device)
+        return vm
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         main = self.vm()["main"]
