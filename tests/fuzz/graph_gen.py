@@ -499,6 +499,17 @@ def _full_mul(st: Any, node: dict, xs: list) -> Any:
     return xs[0] * filler
 
 
+@handler("fill")
+def _fill(st: Any, node: dict, xs: list) -> Any:
+    """A tensor of x's shape that does not read x: full / full_like / ones_like * value."""
+    kind, value = node["kind"], node.get("value", 1.0)
+    if kind == "new":
+        return torch.full(_shape(st, xs[0]), value)
+    if kind == "like":
+        return torch.full_like(xs[0], value)
+    return torch.ones_like(xs[0]) * value
+
+
 # ----- building --------------------------------------------------------------------------
 
 
@@ -514,11 +525,25 @@ def make_input(node: dict, double: bool = False) -> torch.Tensor:
     return value.double() if double else value
 
 
+ROUNDING = 2.0 ** -23  # twice float32's unit roundoff
+
+
+def perturb(value: torch.Tensor, index: int) -> torch.Tensor:
+    """``value`` with a relative error of float32 rounding's size: the float64 twin does
+    this after every node, so a graph that amplifies rounding (a layer norm of a nearly
+    constant row) shows it there, whatever rounding eager float32 happened to do."""
+    if not value.is_floating_point():
+        return value
+    gen = torch.Generator().manual_seed(index)
+    noise = torch.randn(value.shape, generator=gen, dtype=torch.float64).to(value.dtype)
+    return value * (1 + ROUNDING * noise)
+
+
 def agrees(value: torch.Tensor, reference: torch.Tensor) -> bool:
     """Whether a float32 result is within a tenth of the float32 tolerance of the same
-    computation in float64 (ints and bools: equal). If eager float32 itself is not, the
+    computation in the (perturbed) float64 twin; ints and bools must be equal. If not, the
     graph is ill-conditioned (a layer norm of a nearly constant row, a comparison of a
-    computed value at its threshold) and no compiler could match it reliably."""
+    computed value at its threshold) and no compiler could match eager reliably."""
     if not value.is_floating_point():
         return torch.equal(value, reference.to(value.dtype))
     v, ref = value.double(), reference.double()
@@ -600,6 +625,8 @@ class Program:
         with torch.no_grad():
             value = HANDLERS[node["op"]](BuildState(self, index, node), node,
                                          [self.values[a] for a in args])
+            if self.double and isinstance(value, torch.Tensor):
+                value = perturb(value, index)
         if not isinstance(value, torch.Tensor) or value.numel() == 0:
             raise InvalidSpec(f"node {index}: empty or not a tensor")
         if value.is_floating_point():
@@ -632,6 +659,8 @@ class SpecModule(nn.Module):
             else:
                 values[i] = HANDLERS[node["op"]](RunState(self, i), node,
                                                  [values[a] for a in node["args"]])
+                if self.float64:
+                    values[i] = perturb(values[i], i)
         return tuple(values[i] for i in self.output_ids)
 
 

@@ -23,6 +23,7 @@ class Gen:
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
         self.prog = Program()
+        self.focus: int | None = None  # pick() returns this value where it fits
 
     # --- adding nodes ---
 
@@ -73,6 +74,8 @@ class Gen:
         """A value that fits, usually a recent one (depth), sometimes an old one (branches,
         shared inputs)."""
         cands = self.find(pred, dtype)
+        if self.focus is not None:
+            return self.focus if self.focus in cands else None
         if not cands:
             return None
         if self.rng.random() < 0.6:
@@ -375,11 +378,11 @@ def linear(g: Gen, x: int, out: int, act: bool | None = None, **attrs) -> int | 
 
 
 def features(g: Gen) -> int:
-    return g.choice([1, 3, 4, 8, 12, 16, 32])
+    return g.choice([1, 3, 4, 5, 7, 8, 12, 16, 17, 32, 33, 40, 64])
 
 
 def r_linear(g: Gen) -> None:
-    x = g.pick(lambda v: v.dim() >= 1 and v.shape[-1] <= 64)
+    x = g.pick(lambda v: v.dim() >= 1 and v.shape[-1] <= 80)
     if x is not None:
         linear(g, x, features(g))
 
@@ -430,9 +433,10 @@ def r_attention_block(g: Gen) -> None:
         return
     if g.coin(0.4):
         mask = None
-        if g.coin(0.3):
+        if g.coin(0.4):
             t = g.shape(x)[1]
-            mask = g.add_input([t, t], "bool") if g.coin() else None
+            mask = g.add_input([t, t], "bool") if g.coin() else \
+                g.add_input([1, t] if g.coin() else [t, t])  # an additive float mask
         if mask is not None:
             y = g.add("sdpa", [*split, mask])
         else:
@@ -616,6 +620,70 @@ def r_embedding(g: Gen) -> None:
         g.add("tied_linear", [x], share=emb)
 
 
+EPILOGUES = ("unary", "binary", "pad", "slice", "permute", "reshape", "expand", "cumsum_tri",
+             "softmax", "reduce", "where", "cast")
+
+
+def r_anchor_epilogue(g: Gen) -> None:
+    """An anchor or reduction, then a chain of 1-3 elementwise/layout ops on its result:
+    what fusion puts in one kernel and the schedule rules must compute whole."""
+    start = len(g.prog.spec)
+    g.choice([r_linear, r_conv_bn_act, r_matmul, r_softmax, r_reduce, r_pool, r_layer_norm])(g)
+    if len(g.prog.spec) == start:
+        return
+    for _ in range(g.rng.randint(1, 3)):
+        g.focus = len(g.prog.spec) - 1
+        RECIPE_BY_NAME[g.choice(EPILOGUES)](g)
+        g.focus = None
+
+
+def r_int_ops(g: Gen) -> None:
+    """Integer arithmetic on ids: position ids by cumsum, shifted ids, counts by sum."""
+    ids = g.pick(dtype="int")
+    if ids is None:
+        return
+    r = len(g.shape(ids))
+    kind = g.choice(["cumsum", "binary", "sum", "div", "where"])
+    if kind == "cumsum":
+        g.add("cumsum", [ids], dim=g.rng.randrange(-r, r))
+    elif kind == "binary":
+        g.add("binary", [ids], fn=g.choice(["add", "mul", "sub", "maximum", "minimum"]),
+              scalar=g.choice([1, 2, 3]))
+    elif kind == "sum":
+        g.add("reduce", [ids], fn=g.choice(["sum", "amax"]), dims=[r - 1], keepdim=g.coin())
+    elif kind == "div":
+        g.add("binary", [ids], fn="div", scalar=2)
+    else:
+        mask = g.add("compare", [ids], fn=g.choice(["eq", "ne", "ge"]), scalar=1)
+        if mask is not None:
+            g.add("where", [mask, ids], scalar=0)
+
+
+def r_fill(g: Gen) -> None:
+    """A value that reads no input: full, full_like, ones_like (an output that is a
+    constant, or a constant operand)."""
+    x = g.pick(at_least(1))
+    if x is None:
+        return
+    y = g.add("fill", [x], kind=g.choice(["new", "like", "ones_like"]),
+              value=g.choice([0.0, 1.0, -2.5]))
+    if y is not None and g.coin(0.5):
+        g.add("binary", [x, y], fn=g.choice(["add", "mul", "maximum"]))
+
+
+def r_shared_conv(g: Gen) -> None:
+    """Call an existing conv again on another value of the same channel count."""
+    owners = [i for i, n in enumerate(g.prog.spec) if n["op"] == "conv2d" and "share" not in n]
+    if not owners:
+        return
+    owner = g.choice(owners)
+    cin = g.prog.consts[(owner, "in")]
+    x = g.pick(lambda v: v.dim() == 4 and v.shape[1] == cin)
+    if x is not None:
+        g.add("conv2d", [x], **{k: v for k, v in g.prog.spec[owner].items()
+                                if k not in ("op", "args", "seed", "output")}, share=owner)
+
+
 def r_mark_output(g: Gen) -> None:
     """Also return an intermediate value that other nodes read (a group root used twice)."""
     inner = [i for i, n in enumerate(g.prog.spec)
@@ -633,7 +701,9 @@ RECIPES: list[tuple[Callable[[Gen], None], float]] = [
     (r_mlp_block, 0.8), (r_reshape_between_linears, 0.8), (r_shared_linear, 1),
     (r_conv_bn_act, 3), (r_conv_residual, 2), (r_pool, 1.2), (r_head, 0.8),
     (r_conv_to_seq, 0.5), (r_matmul, 1), (r_embedding, 0.7), (r_mark_output, 0.4),
+    (r_anchor_epilogue, 3), (r_int_ops, 0.7), (r_fill, 0.4), (r_shared_conv, 0.6),
 ]
+RECIPE_BY_NAME = {f.__name__.removeprefix("r_"): f for f, _ in RECIPES}
 
 
 def start(g: Gen) -> None:
