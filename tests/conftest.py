@@ -1,7 +1,14 @@
-"""Shared test fixtures. Every test gets deterministic torch and numpy seeds."""
+"""Shared test fixtures. Every test gets deterministic torch and numpy seeds, and each
+test process its own empty compile cache (a user's ~/.cache, or an earlier run, must not
+decide what a test builds)."""
+
+import os
+import tempfile
 
 import numpy as np
 import pytest
+
+os.environ.setdefault("DSCOMPILE_CACHE_DIR", tempfile.mkdtemp(prefix="dscompile-test-cache-"))
 
 
 @pytest.fixture(autouse=True)
