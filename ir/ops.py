@@ -327,6 +327,33 @@ def _embedding(types: Types, attrs: dict) -> TensorType:
 
 register_op("embedding", "opaque", _embedding, 2, doc="(table[num, dim], int indices).")
 
+
+def _gather(types: Types, attrs: dict) -> TensorType:
+    x, idx = types
+    dim = attrs["dim"]
+    if x.rank != idx.rank or is_float(idx.dtype) or not -x.rank <= dim < x.rank:
+        raise IRTypeError(f"gather(x {x}, dim {dim}, index {idx})")
+    return TensorType(idx.shape, x.dtype)
+
+
+register_op("gather", "opaque", _gather, 2, attrs={"dim": int},
+            doc="torch.gather: out[i..] = x[i.. with axis dim replaced by index[i..]].")
+
+
+def _index(types: Types, attrs: dict) -> TensorType:
+    x, *indices = types
+    first = attrs["first"]
+    if any(is_float(t.dtype) or t.dtype == "bool" for t in indices) or \
+            not 0 <= first <= x.rank - len(indices):
+        raise IRTypeError(f"index of {x} at axis {first} by {[str(t) for t in indices]}")
+    batch = broadcast_shapes(*(t.shape for t in indices))
+    return TensorType((*x.shape[:first], *batch, *x.shape[first + len(indices):]), x.dtype)
+
+
+register_op("index", "opaque", _index, (2, 9), attrs={"first": int},
+            doc="x[:, .., I1, .., Ik, ..]: k adjacent axes from `first` indexed by int "
+                "tensors broadcast together (torch advanced indexing; negatives wrap).")
+
 # ----- injective (layout) -------------------------------------------------------------
 
 

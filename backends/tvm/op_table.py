@@ -594,6 +594,56 @@ def embedding(args, attrs, out):
                       name="T_embedding")
 
 
+@register("gather")
+def gather(args, attrs, out):
+    x, idx = args
+    dim = norm_axis(attrs["dim"], len(x.shape))
+
+    def body(*i):
+        src = list(i)
+        src[dim] = wrap_index(cast(idx(*i), "int64"), x.shape[dim])
+        return x(*src)
+
+    return te.compute(out.shape, body, name="T_gather")
+
+
+@register("index")
+def index(args, attrs, out):
+    """x[:, I1, .., Ik]: output axes [first, first + batch rank) address the broadcast
+    index tensors; each index reads at its own (broadcast) position."""
+    x, *indices = args
+    first = attrs["first"]
+    batch_rank = len(out.shape) - len(x.shape) + len(indices)
+
+    def body(*i):
+        batch = i[first:first + batch_rank]
+        src = list(i[:first])
+        for k, idx in enumerate(indices):
+            pos = bcast_index(idx, batch)
+            src.append(wrap_index(cast(idx(*pos), "int64"), x.shape[first + k]))
+        src += i[first + batch_rank:]
+        return x(*src)
+
+    return te.compute(out.shape, body, name="T_index")
+
+
+def wrap_index(i, size):
+    """torch's negative indices count from the end."""
+    return tirx.Select(i < 0, i + cast(size, "int64"), i)
+
+
+def bcast_index(t, batch):
+    """The position in ``t`` of broadcast position ``batch`` (right-aligned, size-1 axes
+    read at 0)."""
+    rank = len(t.shape)
+    tail = batch[len(batch) - rank:] if rank else ()
+    return [0 if _is_one(d) else b for d, b in zip(t.shape, tail)]
+
+
+def _is_one(d) -> bool:
+    return isinstance(d, tirx.IntImm) and int(d) == 1
+
+
 # ----- injective ---------------------------------------------------------------------
 
 

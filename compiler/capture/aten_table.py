@@ -12,7 +12,7 @@ import torch
 
 from compiler.capture import emit as E
 from compiler.capture.context import Context, Unsupported
-from compiler.capture.indexing import index_select, index_tensor
+from compiler.capture.indexing import gather, index_select, index_tensor
 
 aten = torch.ops.aten
 
@@ -128,6 +128,7 @@ ATEN: dict[Any, Callable] = {
     aten.cat: E.concat, aten.concat: E.concat, aten.stack: E.stack,
     aten.split: E.split, aten.split_with_sizes: E.split, aten.chunk: E.chunk,
     aten.unbind: E.unbind, aten.index: index_tensor, aten.index_select: index_select,
+    aten.gather: gather,
     aten.constant_pad_nd: lambda ctx, x, pads, value=0: E.pad(ctx, x, pads, value=value),
     aten.pad: E.pad, aten.tril: lambda ctx, x, diagonal=0: E.tri(ctx, "tril", x, diagonal),
     aten.triu: lambda ctx, x, diagonal=0: E.tri(ctx, "triu", x, diagonal),

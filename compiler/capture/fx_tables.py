@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from compiler.capture import emit as E
 from compiler.capture.context import Context, Unsupported
-from compiler.capture.indexing import getitem, index_select
+from compiler.capture.indexing import gather, getitem, index_select
 from ir import Node
 
 
@@ -83,7 +83,7 @@ _COMMON: dict[str, Callable] = {
     "permute": E.permute, "transpose": E.transpose, "swapaxes": E.transpose, "t": E.t,
     "expand": E.expand, "expand_as": E.expand, "broadcast_to": E.expand,
     "split": E.split, "chunk": E.chunk, "unbind": E.unbind, "narrow": E.narrow,
-    "select": E.select, "index_select": index_select,
+    "select": E.select, "index_select": index_select, "gather": gather,
     "cumsum": E.cumsum, "tril": lambda ctx, x, diagonal=0: E.tri(ctx, "tril", x, diagonal),
     "triu": lambda ctx, x, diagonal=0: E.tri(ctx, "triu", x, diagonal),
     "contiguous": E.alias, "clone": E.alias, "detach": E.alias,

@@ -1,7 +1,8 @@
 """Tensor indexing: ``x[...]`` with ints, slices, None and Ellipsis becomes slices and a
-reshape; advanced indexing with integer tensors is supported in the limited case HF masks
-use: index tensors known at capture that each step evenly along one axis (``arange``s),
-which is a strided view and needs no gather.
+reshape. Advanced indexing with integer tensors on adjacent axes becomes, where the index
+tensors are known at capture and each steps evenly along one axis (the ``arange``s of HF
+masks), a strided view; otherwise (indices computed from the inputs, or in no order) the
+``index`` op, a gather. ``torch.gather`` is the ``gather`` op.
 """
 
 from __future__ import annotations
@@ -76,10 +77,29 @@ def index_tensor(ctx: Context, x: Any, indices: list[Any]) -> Node:
     if not positions or positions != list(range(positions[0], positions[-1] + 1)):
         raise Unsupported(why="(non-adjacent index tensors)")
     known = [ctx.concrete(indices[i]) for i in positions]
-    if any(k is None for k in known):
-        raise Unsupported(why="(index tensors computed from the inputs need a gather)")
-    if any(k.dtype == torch.bool or k.is_floating_point() for k in known):
+    dtypes = [(k if k is not None else ctx.tensor(indices[i])).dtype for i, k in
+              zip(positions, known)]
+    if any(d in (torch.bool, "bool") for d in dtypes) or \
+            any(k is not None and k.is_floating_point() for k in known):
         raise Unsupported(why="(boolean mask indexing has a data-dependent shape)")
+    if any(k is None for k in known):
+        return _gather_index(ctx, x, indices, positions)
+    try:
+        return _strided_view(ctx, x, positions, known)
+    except _NeedsGather:
+        return _gather_index(ctx, x, indices, positions)
+
+
+class _NeedsGather(Exception):
+    """The index tensors are not a strided view of ``x``."""
+
+
+def _gather_index(ctx: Context, x: Node, indices: list[Any], positions: list[int]) -> Node:
+    return ctx.emit("index", [x, *(ctx.tensor(indices[i]) for i in positions)],
+                    first=positions[0])
+
+
+def _strided_view(ctx: Context, x: Node, positions: list[int], known: list) -> Node:
     first = positions[0]
     batch = broadcast_shapes(*(tuple(k.shape) for k in known))
     axes: list[tuple[int, int]] = []  # (broadcast axis, dim of x); -1 axis for one value
@@ -88,7 +108,7 @@ def index_tensor(ctx: Context, x: Any, indices: list[Any]) -> Node:
         x = slice_dim(ctx, x, dim, start, start + step * (count - 1) + 1, step)
         axes.append((axis, dim))
     if len({a for a, _ in axes if a >= 0}) != sum(1 for a, _ in axes if a >= 0):
-        raise Unsupported(why="(two index tensors vary along the same axis: a gather)")
+        raise _NeedsGather  # two index tensors vary along the same axis
     block = [d for _, d in sorted(axes, key=lambda ad: (ad[0] < 0, ad[0]))]
     order = list(range(first)) + block + list(range(positions[-1] + 1, len(x.shape)))
     x = permute(ctx, x, tuple(order))
@@ -104,11 +124,11 @@ def _progression(index: torch.Tensor, rank: int, size: int) -> tuple[int, int, i
     if not varying:
         return -1, int(values[0]), 1, 1
     if len(varying) > 1:
-        raise Unsupported(why="(an index tensor varying along several axes: a gather)")
+        raise _NeedsGather  # an index tensor varying along several axes
     steps = values[1:] - values[:-1]
     step = int(steps[0]) if len(steps) else 1
     if step <= 0 or bool((steps != step).any()):
-        raise Unsupported(why="(index values that are not an increasing progression: a gather)")
+        raise _NeedsGather  # index values that are not an increasing progression
     return varying[0], int(values[0]), step, len(values)
 
 
@@ -116,3 +136,9 @@ def index_select(ctx: Context, x: Any, dim: int, index: Any) -> Node:
     x = ctx.tensor(x)
     dim = norm_dim(dim, len(x.shape))
     return index_tensor(ctx, x, [None] * dim + [index])
+
+
+def gather(ctx: Context, x: Any, dim: int, index: Any, *, sparse_grad: bool = False) -> Node:
+    """torch.gather(x, dim, index)."""
+    x = ctx.tensor(x)
+    return ctx.emit("gather", [x, ctx.tensor(index)], dim=norm_dim(dim, len(x.shape)))

@@ -138,6 +138,8 @@ OPS: dict[str, OpFn] = {
     "matmul": _promoted(torch.matmul),
     "sdpa": _sdpa,
     "embedding": lambda a, at: F.embedding(a[1].long(), a[0]),
+    "gather": lambda a, at: torch.gather(a[0], at["dim"], a[1].long()),
+    "index": lambda a, at: a[0][(slice(None),) * at["first"] + tuple(i.long() for i in a[1:])],
     "cumsum": lambda a, at: torch.cumsum(a[0], at["dim"]),
     # layout
     "reshape": lambda a, at: a[0].reshape(at["shape"]),

@@ -363,15 +363,19 @@ def test_traced_sizes_reach_torch_factories_and_are_restored(captured) -> None:
     assert torch.ones(2).shape == (2,)
 
 
-def test_index_with_constant_tensors_is_a_view_and_a_gather_is_unsupported() -> None:
+def test_index_with_constant_tensors_is_a_view_and_computed_indices_a_gather() -> None:
     class Index(nn.Module):
-        def forward(self, x, ids):
+        def forward(self, x, ids, positions):
             view = x[torch.arange(2)[:, None], torch.arange(1, 5, 2)]  # strided: no gather
-            return view, x[:, ids]
+            shuffled = x[:, torch.tensor([4, 0, 5])]  # constant but in no order: a gather
+            return view, x[:, ids], shuffled, torch.gather(x, 1, positions)
 
-    with pytest.raises(UnsupportedOpError) as info:
-        capture(Index().eval(), (torch.randn(2, 6), torch.tensor([3, 0])))
-    assert len(info.value.ops) == 1 and "gather" in info.value.ops[0].op
+    model = Index().eval()
+    args = (torch.randn(2, 6), torch.tensor([3, -1]), torch.tensor([[5, 0], [2, 2]]))
+    result = capture(model, args)
+    assert op_histogram(result.graph)["index"] == 2
+    assert op_histogram(result.graph)["gather"] == 1
+    assert_matches_eager(model, result, args)
 
     class ViewOnly(nn.Module):
         def forward(self, x):
@@ -381,6 +385,15 @@ def test_index_with_constant_tensors_is_a_view_and_a_gather_is_unsupported() -> 
     result = capture(model, (x,))
     assert set(op_histogram(result.graph)) <= {"slice", "reshape", "permute"}
     assert_matches_eager(model, result, (x,))
+
+
+def test_boolean_mask_indexing_is_refused_by_name() -> None:
+    class Mask(nn.Module):
+        def forward(self, x):
+            return x[x > 0]
+
+    with pytest.raises(UnsupportedOpError, match="data-dependent shape|nonzero|index"):
+        capture(Mask().eval(), (torch.randn(2, 6),))
 
 
 def test_non_tensor_output_is_refused() -> None:
