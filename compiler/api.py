@@ -61,6 +61,10 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
     use_cache = cache if cache is not None else default_cache_enabled()
     module = build_module(graph, captured.out_spec, tvm_target, options, records,
                           captured.method, cache=use_cache)
+    if dynamic:
+        from compiler.dynamic import normalize_dynamic, symbol_ranges
+
+        module.dim_ranges = symbol_ranges(normalize_dynamic(dynamic))
     if options.check != "off":
         from compiler.guard import check_numerics
 

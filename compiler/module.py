@@ -39,6 +39,7 @@ class CompiledModule(torch.nn.Module):
         self.plan = plan
         self.options = options
         self.capture_method = capture_method
+        self.dim_ranges: dict = {}  # symbolic dim name -> compiler.dynamic.DimSpec
 
     @property
     def kernels(self) -> list:
@@ -92,6 +93,12 @@ class CompiledModule(torch.nn.Module):
                 f"input '{node.name}': compiled for shape {list(want.shape)}, got "
                 f"{list(got_shape)}; recompile with dscompile(...) for this shape, or mark the "
                 f"dimension dynamic")
+        for dim, size in zip(want.shape, got_shape):
+            spec = self.dim_ranges.get(dim) if isinstance(dim, str) else None
+            if spec is not None and not spec.min <= size <= (spec.max or size):
+                raise InputMismatchError(
+                    f"input '{node.name}': dim {dim!r} = {size} is outside the range "
+                    f"[{spec.min}, {spec.max}] it was compiled for")
         if tensor.dtype != torch_dtype(want.dtype):
             raise InputMismatchError(
                 f"input '{node.name}': compiled for dtype {want.dtype}, got "

@@ -431,7 +431,12 @@ def _symbolic_slice(ctx: Context, x: Node, dim: int, start: Any, end: Any, step:
 def select(ctx: Context, x: Any, dim: int, index: int) -> Node:
     x = ctx.tensor(x)
     dim = norm_dim(dim, len(x.shape))
-    index = index % x.shape[dim]
+    if isinstance(x.shape[dim], str):  # a symbolic axis: x[:, 0] works, x[:, -1] needs
+        if not isinstance(index, int) or index < 0:  # a symbolic start
+            raise Unsupported(why=f"(select of index {index} on symbolic axis "
+                                  f"{x.shape[dim]!r})")
+    else:
+        index = index % x.shape[dim]
     return reshape_to(ctx, slice_dim(ctx, x, dim, index, index + 1), ctx.out_type.shape)
 
 

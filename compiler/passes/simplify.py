@@ -39,8 +39,10 @@ def _permute_identity(rw, root: Node, x: Node) -> Node | None:
 def _slice_whole(rw, root: Node, x: Node) -> Node | None:
     size = x.shape[root.attrs["dim"]]
     start, end, step = root.attrs["start"], root.attrs["end"], root.attrs.get("step", 1)
-    if not isinstance(size, int) or step != 1:
+    if step != 1:
         return None
+    if not isinstance(size, int) or not isinstance(end, int):  # symbolic: x[:, :seq]
+        return x if start == 0 and end == size else None
     return x if slice(start, end).indices(size)[:2] == (0, size) else None
 
 
