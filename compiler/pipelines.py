@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from compiler.pass_manager import Instrument, Pass, PassManager, PassRecord
 from compiler.passes import PASSES
+from compiler.passes.batch_linears import BatchIndependentLinears
 from compiler.passes.constant_fold import ConstantFold
 from compiler.passes.cse import CommonSubexpressionElimination
 from compiler.passes.dce import DeadCodeElimination
@@ -43,6 +44,7 @@ def build_pipeline(opt_level: int, extra_passes: Sequence[Pass] = ()) -> list[Pa
             DeadCodeElimination(),
             MergeLinearChain(),
             ParallelLinearToConcatSlice(),
+            BatchIndependentLinears(),
             *user,
             Simplify(),
             DeadCodeElimination(),

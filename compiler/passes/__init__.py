@@ -4,6 +4,7 @@
 in order per optimization level.
 """
 
+from compiler.passes.batch_linears import BatchIndependentLinears
 from compiler.passes.constant_fold import ConstantFold
 from compiler.passes.cse import CommonSubexpressionElimination
 from compiler.passes.dce import DeadCodeElimination
@@ -16,10 +17,11 @@ from compiler.passes.simplify import Simplify
 PASSES = {
     p.name: p
     for p in (Simplify, CommonSubexpressionElimination, ConstantFold, FoldBatchNorm,
-              DeadCodeElimination, MergeLinearChain, ParallelLinearToConcatSlice, FuseOps)
+              DeadCodeElimination, MergeLinearChain, ParallelLinearToConcatSlice,
+              BatchIndependentLinears, FuseOps)
 }
 
 __all__ = [
-    "PASSES", "CommonSubexpressionElimination", "ConstantFold", "DeadCodeElimination",
-    "FoldBatchNorm", "FuseOps", "MergeLinearChain", "ParallelLinearToConcatSlice", "Simplify",
+    "PASSES", "BatchIndependentLinears", "CommonSubexpressionElimination", "ConstantFold",
+    "DeadCodeElimination", "FoldBatchNorm", "FuseOps", "MergeLinearChain", "ParallelLinearToConcatSlice", "Simplify",
 ]

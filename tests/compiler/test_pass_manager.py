@@ -163,8 +163,8 @@ def test_user_passes_run_before_fusion():
         "simplify", "cse", "constant_fold", "fold_batch_norm", "nothing", "dce"]
     o2 = [p.name for p in build_pipeline(2, [nothing])]
     assert o2 == ["simplify", "cse", "constant_fold", "fold_batch_norm", "dce",
-                  "merge_linear_chain", "merge_parallel_linear", "nothing", "simplify",
-                  "dce", "fuse"]
+                  "merge_linear_chain", "merge_parallel_linear", "batch_linears", "nothing",
+                  "simplify", "dce", "fuse"]
     assert [p.name for p in build_pipeline(3)] == [p.name for p in build_pipeline(2)]
     pm = PassManager(build_pipeline(2)).with_user_passes(nothing)
     assert [p.name for p in pm.passes][-2:] == ["nothing", "fuse"]
@@ -188,6 +188,7 @@ def test_named_passes():
     graph, records = run_named_passes(make_graph(), ["simplify", "dce"], verify=True)
     assert [r.name for r in records] == ["simplify", "dce"]
     assert set(PASSES) >= {"simplify", "cse", "constant_fold", "fold_batch_norm", "dce",
-                           "merge_linear_chain", "merge_parallel_linear", "fuse"}
+                           "merge_linear_chain", "merge_parallel_linear", "batch_linears",
+                           "fuse"}
     with pytest.raises(ValueError, match="unknown pass"):
         run_named_passes(make_graph(), ["nope"])
