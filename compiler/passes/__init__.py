@@ -23,5 +23,6 @@ PASSES = {
 
 __all__ = [
     "PASSES", "BatchIndependentLinears", "CommonSubexpressionElimination", "ConstantFold",
-    "DeadCodeElimination", "FoldBatchNorm", "FuseOps", "MergeLinearChain", "ParallelLinearToConcatSlice", "Simplify",
+    "DeadCodeElimination", "FoldBatchNorm", "FuseOps", "MergeLinearChain",
+    "ParallelLinearToConcatSlice", "Simplify",
 ]
