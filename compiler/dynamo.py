@@ -55,7 +55,8 @@ def dscompile_backend(gm: torch.fx.GraphModule, example_inputs: list,
                 if not compiled:
                     compiled.append(dscompile(graph.module, tuple(graph.user_examples),
                                               dynamic=graph.dynamic or None, **options))
-        return compiled[0](*[args[i] for i in positions])
+        user = [args[i] for i in positions]
+        return graph.outputs_with_sizes(compiled[0](*user), user)
 
     run.graph = graph  # type: ignore[attr-defined]
     run.compiled = compiled  # type: ignore[attr-defined]
@@ -86,6 +87,10 @@ class DynamoGraph:
     user_positions: list[int] = field(default_factory=list)
     dynamic: dict[str, dict[int, tuple]] = field(default_factory=dict)
     unsupported: str = ""
+    # outputs that are sizes, not tensors (a graph break hands a SymInt on): their
+    # position among the outputs and how to compute them from the user tensors' shapes
+    size_outputs: list[tuple[int, Any]] = field(default_factory=list)
+    symbol_axes: dict[Any, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.unsupported = self._rewrite()
@@ -118,12 +123,13 @@ class DynamoGraph:
             node = nodes[p.node.name]
             if isinstance(p.fake, torch.SymInt) or isinstance(p.value, torch.SymInt):
                 expr = getattr(getattr(p.fake, "node", None), "expr", None)
-                if expr not in sizes:
-                    return f"size input {node.name} is not the size of any input tensor"
-                owner, axis = sizes[expr]
-                with graph.inserting_before(body):
-                    size = graph.call_function(torch.ops.aten.sym_size.int,
-                                               (nodes[owner], axis))
+                if expr is None or not expr.free_symbols <= set(sizes):
+                    return f"size input {node.name} is not computed from input tensor sizes"
+                try:
+                    with graph.inserting_before(body):
+                        size = _size_expression(graph, expr, sizes, nodes)
+                except ValueError as e:
+                    return f"size input {node.name}: {e}"
                 node.replace_all_uses_with(size)
                 graph.erase_node(node)
             elif p.frozen:
@@ -136,10 +142,79 @@ class DynamoGraph:
             else:
                 return f"input {node.name} is a {type(p.value).__name__}, not a tensor"
         self.dynamic = _dynamic_axes(symbolic)
+        problem = self._split_size_outputs(graph, sizes)
+        if problem:
+            return problem
         graph.lint()
         gm.recompile()
         self.module = gm.eval()
         return ""
+
+
+    def _split_size_outputs(self, graph: torch.fx.Graph, sizes: dict) -> str:
+        """Take the outputs that are sizes (SymInts, ints) out of the compiled graph;
+        ``outputs_with_sizes`` puts them back, evaluated from the call's shapes."""
+        output = next(n for n in graph.nodes if n.op == "output")
+        values = output.args[0]
+        if not isinstance(values, (tuple, list)):
+            return ""
+        names = [n.name for n in graph.nodes if n.op == "placeholder"]
+        kept = []
+        for i, value in enumerate(values):
+            example = value.meta.get("example_value") if isinstance(value, torch.fx.Node) \
+                else value
+            if isinstance(example, torch.SymInt):
+                expr = example.node.expr
+                if not expr.free_symbols <= set(sizes):
+                    return f"output {i} is a size that no input tensor carries"
+                self.size_outputs.append((i, expr))
+            elif isinstance(example, int) and not isinstance(example, bool):
+                self.size_outputs.append((i, example))
+            else:
+                kept.append(value)
+        if self.size_outputs:
+            for symbol, (owner, axis) in sizes.items():
+                self.symbol_axes[symbol] = (names.index(owner), axis)
+            output.args = (tuple(kept),)
+        return ""
+
+    def outputs_with_sizes(self, outputs: Any, user_inputs: list) -> Any:
+        """The compiled graph's outputs with the size outputs put back in place."""
+        if not self.size_outputs:
+            return outputs
+        values = {s: user_inputs[i].shape[axis] for s, (i, axis) in self.symbol_axes.items()}
+        merged = list(outputs)
+        for position, expr in self.size_outputs:
+            size = expr if isinstance(expr, int) else int(expr.xreplace(values))
+            merged.insert(position, size)
+        return tuple(merged)
+
+
+def _size_expression(graph: torch.fx.Graph, expr: Any, sizes: dict,
+                     nodes: dict[str, torch.fx.Node]) -> Any:
+    """fx nodes computing ``expr`` (a polynomial of torch's size symbols, e.g. ``2*s27``
+    after a graph break) from ``x.size(axis)`` of the tensors that carry each symbol."""
+    import operator
+
+    if expr.is_Integer:
+        return int(expr)
+    if expr.is_Symbol:
+        owner, axis = sizes[expr]
+        return graph.call_function(torch.ops.aten.sym_size.int, (nodes[owner], axis))
+    if expr.is_Pow and expr.exp.is_Integer and int(expr.exp) > 0:
+        base = _size_expression(graph, expr.base, sizes, nodes)
+        out = base
+        for _ in range(int(expr.exp) - 1):
+            out = graph.call_function(operator.mul, (out, base))
+        return out
+    if expr.is_Add or expr.is_Mul:
+        combine = operator.add if expr.is_Add else operator.mul
+        parts = [_size_expression(graph, a, sizes, nodes) for a in expr.args]
+        out = parts[0]
+        for part in parts[1:]:
+            out = graph.call_function(combine, (out, part))
+        return out
+    raise ValueError(f"size {expr} is not a polynomial of the input sizes")
 
 
 def _freeze(gm: torch.fx.GraphModule, node: torch.fx.Node, value: torch.Tensor,

@@ -101,3 +101,24 @@ def test_hf_bert_with_two_sequence_lengths(compiles):
         assert type(got) is type(want)
         assert_close(got.last_hidden_state, want.last_hidden_state)
     assert len(compiles) == 1
+
+
+def test_a_size_handed_over_a_graph_break(compiles):
+    class SizeAcrossBreak(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = self.lin(x)
+            n = h.shape[1] * 2
+            torch._dynamo.graph_break()
+            return h * n
+
+    model = SizeAcrossBreak().eval()
+    compiled = torch.compile(model, backend="dscompile", dynamic=True)
+    with torch.no_grad():
+        for seq in (3, 5):
+            x = torch.randn(1, seq, 8)
+            assert_close(compiled(x), model(x))
+    assert any(c[0].ir.outputs for c in compiles)

@@ -72,6 +72,9 @@ def capture_fx(model: torch.nn.Module, inputs: Inputs) -> Graph:
 def _traced_factories(tracer: torch.fx.Tracer) -> Iterator[None]:
     """``torch.ones(t, t)`` with ``t`` from ``x.shape`` is a traced size, which torch's
     factories reject; while tracing they record such calls as graph nodes instead."""
+    import torch._dynamo  # noqa: F401  (imported while torch.arange is patched, Dynamo's
+    # tables would keep our wrapper and later refuse to trace the real factory)
+
     originals = {name: getattr(torch, name) for name in _FACTORIES}
 
     def traced(factory: Any) -> Any:
