@@ -8,17 +8,27 @@ This module holds what the stages share about them:
   (input name -> axis -> name or ``(name, min, max)``) checked and normalized;
 - ``SymDim``: a symbolic size while converters run (``x.size(1)``, ``b * t``);
 - ``tir_dim``: a dim as a TIR expression over ``tirx.Var`` per name (lowering);
-- ``size_class`` / ``concrete_graph``: memory planning per size class (see ``plan_for``).
+- ``size_class`` / ``symbols_of``: memory planning per size class
+  (``compiler.planning.size_classes``); ``concrete_graph``, a graph's static twin.
 
 Memory planning with symbolic sizes is done **per size class**: each symbol's value is
-rounded up to a power of two (clipped to its max), the graph is made concrete at those
-bounds and planned as usual. Every buffer size is a polynomial with non-negative
-coefficients in the symbols, hence monotone, so a plan made at a class's upper bound is
-valid for every size inside the class (each buffer only shrinks at its offset), and at
-most log2(max) plans exist per symbol. Symbolic offsets were the alternative; they need
-comparisons of polynomials to decide which buffers may share bytes, which have no answer
-for all sizes (``a*b`` vs ``4*a``), so the planner would have to give up reuse exactly
-where it matters.
+rounded up to a power of two (clipped to its max), and the graph is planned at those
+bounds (``plan_memory(graph, sizes=...)``). Every buffer size is a polynomial with
+non-negative coefficients in the symbols, hence monotone, so a plan made at a class's
+upper bound is valid for every size inside the class (each buffer only shrinks at its
+offset; checked per new size, not assumed), and at most log2(max) plans exist per symbol.
+Symbolic offsets were the alternative; they need comparisons of polynomials to decide
+which buffers may share bytes, which have no answer for all sizes (``a*b`` vs ``4*a``),
+so the planner would have to give up reuse exactly where it matters.
+
+The compiled program honours it: its Relax ``main`` takes one more argument,
+``R.Shape([arena_bytes, offset_0, ...])``, and allocates the arena and places each
+planned output with those symbolic values; ``CompiledModule`` passes the values of the
+call's class (planned on first use, then cached). One program serves every class because
+what the kernels are compiled for does not depend on the sizes: the kernel order is
+fixed, and in-place pairs are decided on the symbolic shapes (see
+``compiler.planning.steps``). Without a range, a symbol's classes go on doubling; each
+class's arena stays in the VM's memory pool once used.
 """
 
 from __future__ import annotations

@@ -1,15 +1,24 @@
 """Our Relax pipeline: TVM's CPU pipeline (tvm/relax/backend/cpu_generic/pipeline.py)
 without FuseOps/FuseTIR, since fusion is decided by our IR passes and every kernel is
-already one scheduled PrimFunc. The steps, top to bottom:"""
+already one scheduled PrimFunc. Memory: ``memory`` (``backends.tvm.memory.ArenaLowering``)
+places planned kernel outputs at our arena offsets before StaticPlanBlockMemory and
+measures what is allocated after it. The steps, top to bottom:"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import tvm
 from tvm import relax
 
+if TYPE_CHECKING:
+    from backends.tvm.memory import ArenaLowering
 
-def relax_passes() -> list[tvm.transform.Pass]:
+
+def relax_passes(memory: ArenaLowering | None = None) -> list[tvm.transform.Pass]:
     t = relax.transform
+    place = memory.before_static_planning() if memory is not None else []
+    measure = memory.after_static_planning() if memory is not None else []
     return [
         t.LegalizeOps(),  # the only Relax ops we emit are reshapes (views)
         t.AnnotateTIROpPattern(),
@@ -18,7 +27,9 @@ def relax_passes() -> list[tvm.transform.Pass]:
         t.ToNonDataflow(),
         t.RemovePurityChecking(),
         t.CallTIRRewrite(),  # explicit output allocation per kernel call
-        t.StaticPlanBlockMemory(),  # intermediates share storage, allocated once
+        *place,  # our plan: kernel outputs at their arena offsets
+        t.StaticPlanBlockMemory(),  # what is left shares storage, allocated once
+        *measure,  # alloc_storage bytes, read before they become VM builtins
         t.LowerAllocTensor(),
         t.KillAfterLastUse(),
         t.LowerRuntimeBuiltin(),
@@ -28,12 +39,13 @@ def relax_passes() -> list[tvm.transform.Pass]:
     ]
 
 
-def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+def relax_pipeline(target: tvm.target.Target,
+                   memory: ArenaLowering | None = None) -> tvm.transform.Pass:
     """The pass given to ``tvm.compile(relax_pipeline=...)``."""
 
     @tvm.transform.module_pass(opt_level=0, name="dscompile_relax_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            return tvm.transform.Sequential(relax_passes())(mod)
+            return tvm.transform.Sequential(relax_passes(memory))(mod)
 
     return pipeline

@@ -12,7 +12,7 @@ is never worse than it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from compiler.planning.steps import (
@@ -149,9 +149,11 @@ def _window(problem: _Problem, state: tuple[int, int, int], k: int,
     return max(during, peak), live
 
 
-def memory_aware_order(graph: Graph, exact_max_kernels: int = EXACT_MAX_KERNELS) -> Ordering:
-    """The kernels of ``graph`` in an order of low peak memory (see the module docstring)."""
-    steps = kernel_steps(graph)
+def memory_aware_order(graph: Graph, exact_max_kernels: int = EXACT_MAX_KERNELS,
+                       sizes: Mapping[str, int] | None = None) -> Ordering:
+    """The kernels of ``graph`` in an order of low peak memory (see the module docstring);
+    ``sizes`` for symbolic shapes."""
+    steps = kernel_steps(graph, sizes)
     problem = _Problem(steps, output_buffers(graph))
     captured = list(range(problem.n))
     candidates = {"captured": captured}
@@ -231,8 +233,8 @@ def apply_steps(graph: Graph, steps: list[Step]) -> Graph:
     """A copy of ``graph`` whose nodes run in ``steps``' kernel order."""
     new = graph.copy()
     by_name = {n.name: n for n in new.nodes}
-    new_steps = [Step(tuple(by_name[m.name] for m in s.members), s.reads, s.overwritable)
-                 for s in steps]
+    new_steps = [Step(tuple(by_name[m.name] for m in s.members), s.reads, s.overwritable,
+                      s.nbytes) for s in steps]
     new.nodes = nodes_in_order(new, new_steps)
     return new
 

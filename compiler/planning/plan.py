@@ -13,7 +13,7 @@ of aligned offsets must.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from compiler.planning.arena import (
@@ -102,19 +102,23 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-def plan_memory(graph: Graph, order: str | Sequence[Step] = "graph") -> MemoryPlan:
+def plan_memory(graph: Graph, order: str | Sequence[Step] = "graph",
+                sizes: Mapping[str, int] | None = None) -> MemoryPlan:
     """Plan every kernel output of ``graph`` into one arena.
 
     Parameters
     ----------
     graph : Graph
-        Static shapes; fusion groups in ``meta["group"]`` (or none: one kernel per op).
+        Fusion groups in ``meta["group"]`` (or none: one kernel per op).
     order : {"graph", "memory"} or list of Step
         The execution order: the graph's node order, a memory-aware one
         (``memory_aware_order``), or given. Emit kernels in ``plan.steps``' order
         (``apply_order``) for the offsets to hold.
+    sizes : dict, optional
+        A value for each symbol, where shapes are symbolic: the plan holds for those
+        sizes and for any smaller (see ``compiler.planning.size_classes``).
     """
-    steps = _ordered_steps(graph, order)
+    steps = _ordered_steps(graph, order, sizes)
     outputs = output_buffers(graph)
     sizes = {s.name: s.nbytes for s in steps}
     spans = live_intervals(steps, outputs)
@@ -143,15 +147,16 @@ def apply_order(graph: Graph, plan: MemoryPlan) -> Graph:
     return apply_steps(graph, plan.steps)
 
 
-def _ordered_steps(graph: Graph, order: str | Sequence[Step]) -> list[Step]:
+def _ordered_steps(graph: Graph, order: str | Sequence[Step],
+                   sizes: Mapping[str, int] | None) -> list[Step]:
     if order == "graph":
-        return kernel_steps(graph)
+        return kernel_steps(graph, sizes)
     if order == "memory":
-        return memory_aware_order(graph).steps
+        return memory_aware_order(graph, sizes=sizes).steps
     if isinstance(order, str):
         raise ValueError(f"order must be 'graph', 'memory' or a list of steps, not {order!r}")
     steps = list(order)
-    if sorted(s.name for s in steps) != sorted(s.name for s in kernel_steps(graph)):
+    if sorted(s.name for s in steps) != sorted(s.name for s in kernel_steps(graph, sizes)):
         raise ValueError("the given order does not list each kernel of the graph once")
     check_order(steps)
     return steps

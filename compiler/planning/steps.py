@@ -5,15 +5,23 @@ ungrouped op. Only the kernel's root is materialized, so group intermediates tak
 memory. Leaves (inputs, weights, constants) belong to the caller and are not planned.
 An ungrouped ``reshape`` is a *view*: it is not a step, takes no bytes, and its readers
 read (and keep alive) its source buffer instead.
+
+Symbolic shapes are planned at given ``sizes`` (one value per symbol, see
+``compiler.planning.size_classes``): byte sizes are evaluated there, but whether a kernel
+may overwrite an input is decided on the symbolic shapes, so that it holds at every size.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from math import prod
+from typing import Any
 
+from compiler.dynamic import eval_dim
 from compiler.kernels import kernel_groups
-from ir import LEAF_OPS, Graph, Node, get_op
+from ir import LEAF_OPS, Graph, Node, get_op, itemsize
+from ir.ops import sym_dim
 
 VIEW_OPS = ("reshape",)  # row-major reshapes keep every element's linear index
 
@@ -24,7 +32,8 @@ class PlanInvariantError(AssertionError):
 
 @dataclass(frozen=True)
 class Step:
-    """One kernel: its members (root last), the buffers it reads, the buffer it writes.
+    """One kernel: its members (root last), the buffers it reads, the buffer it writes
+    (``nbytes``: the root's bytes, at the planned sizes where shapes are symbolic).
 
     ``reads`` are buffer names (views resolved to their source; leaves left out) in
     first-use order. ``overwritable`` are the reads the kernel could write its output
@@ -35,6 +44,7 @@ class Step:
     members: tuple[Node, ...]
     reads: tuple[str, ...]
     overwritable: tuple[str, ...]
+    nbytes: int
 
     @property
     def root(self) -> Node:
@@ -43,10 +53,6 @@ class Step:
     @property
     def name(self) -> str:
         return self.root.name
-
-    @property
-    def nbytes(self) -> int:
-        return self.root.type.nbytes()
 
     def __repr__(self) -> str:
         reads = ", ".join(f"%{r}" for r in self.reads)
@@ -70,17 +76,39 @@ def output_buffers(graph: Graph) -> set[str]:
     return {b.name for b in map(buffer_of, graph.outputs) if b is not None}
 
 
-def kernel_steps(graph: Graph) -> list[Step]:
-    """The graph's kernels in its node order, views left out (see the module docstring)."""
+def kernel_steps(graph: Graph, sizes: Mapping[str, int] | None = None) -> list[Step]:
+    """The graph's kernels in its node order, views left out (see the module docstring);
+    symbolic shapes need ``sizes``."""
     kernels = [members for members in kernel_groups(graph)
                if not (len(members) == 1 and is_view(members[0]))]
-    check_static(kernels)
-    steps = [_make_step(members) for members in kernels]
+    if sizes is None:
+        check_static(kernels)
+    steps = [_make_step(members, sizes or {}) for members in kernels]
     check_topological(steps)
     return steps
 
 
-def _make_step(members: list[Node]) -> Step:
+def node_bytes(node: Node, sizes: Mapping[str, int]) -> int:
+    """``node``'s bytes, its symbols evaluated at ``sizes``."""
+    if node.type.is_static:
+        return node.type.nbytes()
+    missing = {s.name for d in node.shape for s in sym_dim(d).free_symbols} - set(sizes)
+    if missing:
+        raise ValueError(f"{node.describe()} has type {node.type}: no size given for "
+                         f"{', '.join(sorted(missing))}")
+    return prod(eval_dim(d, dict(sizes)) for d in node.shape) * itemsize(node.dtype)
+
+
+def symbolic_numel(shape: tuple) -> Any:
+    """The element count: an int, or an expanded polynomial of the shape's symbols."""
+    if all(isinstance(d, int) for d in shape):
+        return prod(shape)
+    import sympy
+
+    return sympy.expand(prod(sym_dim(d) for d in shape))
+
+
+def _make_step(members: list[Node], sizes: Mapping[str, int]) -> Step:
     inside = set(members)
     reads: dict[str, None] = {}  # ordered set
     for node in members:
@@ -91,20 +119,22 @@ def _make_step(members: list[Node]) -> Step:
     root = members[-1]
     elementwise = all(get_op(n.op).kind == "elementwise" for n in members)
     overwritable = tuple(r for r in reads if elementwise and _reads_whole(members, r, root))
-    return Step(tuple(members), tuple(reads), overwritable)
+    return Step(tuple(members), tuple(reads), overwritable, node_bytes(root, sizes))
 
 
 def _reads_whole(members: list[Node], buffer: str, root: Node) -> bool:
     """Every read of ``buffer`` is element-for-element with the root (no broadcast) and
-    the buffer has the root's byte size."""
+    the buffer has the root's byte size, for every value of the symbols."""
+    root_numel = symbolic_numel(root.shape)
     for node in members:
         for operand in node.inputs:
             source = buffer_of(operand)
             if source is None or source.name != buffer:
                 continue
-            if source.type.nbytes() != root.type.nbytes():
+            if symbolic_numel(source.shape) * itemsize(source.dtype) != \
+                    root_numel * itemsize(root.dtype):
                 return False
-            if prod(operand.shape) != prod(node.shape) or prod(node.shape) != prod(root.shape):
+            if not symbolic_numel(operand.shape) == symbolic_numel(node.shape) == root_numel:
                 return False
     return True
 
@@ -113,12 +143,14 @@ def _reads_whole(members: list[Node], buffer: str, root: Node) -> bool:
 
 
 def check_static(kernels: list[list[Node]]) -> None:
-    """Planning needs byte sizes: a symbolic dim is refused, naming the node."""
+    """Planning needs byte sizes: a symbolic dim without ``sizes`` is refused, naming the
+    node."""
     for node in (n for members in kernels for n in members):
         if not node.type.is_static:
             raise NotImplementedError(
-                f"memory planning needs static shapes; {node.describe()} has type "
-                f"{node.type} (per-size-class planning of symbolic shapes is not done yet)")
+                f"memory planning needs static shapes or sizes for the symbols; "
+                f"{node.describe()} has type {node.type} (plan per size class: "
+                f"compiler.planning.size_classes)")
 
 
 def check_topological(steps: list[Step]) -> None:

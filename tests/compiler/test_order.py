@@ -7,8 +7,19 @@ the kernel's own output (graph outputs stay to the end).
 from __future__ import annotations
 
 import ir
-from compiler.planning import kernel_steps, memory_aware_order, plan_memory, reorder
-from compiler.planning.sample_graphs import inception_block, multi_head_attention, unet
+from compiler.planning import (
+    kernel_steps,
+    memory_aware_order,
+    plan_memory,
+    plan_program,
+    reorder,
+)
+from compiler.planning.sample_graphs import (
+    inception_block,
+    multi_head_attention,
+    resnet_chain,
+    unet,
+)
 
 KIB = 1024
 
@@ -82,3 +93,15 @@ def test_large_graphs_take_the_greedy_path() -> None:
     ordering = memory_aware_order(graph)
     assert len(ordering.steps) == 114 and ordering.method == "greedy"
     assert ordering.peak_bytes < ordering.captured_peak_bytes / 2
+
+
+def test_plan_program_runs_the_order_of_the_smaller_arena() -> None:
+    for build in (inception_block, unet, multi_head_attention):
+        graph = build()
+        ordered, plan = plan_program(graph)
+        assert plan.arena_bytes < plan_memory(graph).arena_bytes, build.__name__
+        assert plan.kernel_order == [s.name for s in kernel_steps(ordered)]
+        assert [n.name for n in graph.nodes] != [n.name for n in ordered.nodes]
+    chain = resnet_chain()  # nothing to gain: the captured order stays, graph untouched
+    ordered, plan = plan_program(chain)
+    assert ordered is chain and plan.arena_bytes == plan_memory(chain).arena_bytes

@@ -8,14 +8,18 @@ buffer clobbered while still live would change the outputs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 import ir
+from compiler.dynamic import concrete_graph
 from compiler.planning import (
     ALIGNMENT,
     MemoryPlan,
     PlanInvariantError,
+    SizeClassPlanner,
     apply_order,
     check_no_overlap,
     kernel_steps,
@@ -170,7 +174,9 @@ def run_reference(graph: Graph, x: np.ndarray) -> list[np.ndarray]:
 
 def run_in_arena(graph: Graph, plan: MemoryPlan, x: np.ndarray) -> list[np.ndarray]:
     """Run kernel by kernel in the plan's order: each root is written into the arena at
-    its offset (outputs into arrays of their own), every operand read back from there."""
+    its offset (outputs into arrays of their own), every operand read back from there.
+    ``graph`` may be a concrete twin of the planned one (``concrete_graph``): its nodes,
+    found by name, give the shapes, which may be smaller than the plan's."""
     arena = np.random.default_rng(1).integers(0, 255, plan.arena_bytes, np.uint8)
     returned: dict[str, np.ndarray] = {}
 
@@ -184,19 +190,20 @@ def run_in_arena(graph: Graph, plan: MemoryPlan, x: np.ndarray) -> list[np.ndarr
         buf = plan.buffer(node.name)
         if buf.is_output:
             return returned[node.name]
-        raw = arena[buf.offset:buf.offset + buf.size]
+        assert node.type.nbytes() <= buf.size
+        raw = arena[buf.offset:buf.offset + node.type.nbytes()]
         return raw.view(np.float32).reshape(node.shape).copy()
 
     for step in plan.steps:
         local: dict[Node, np.ndarray] = {}
-        for node in step.members:
+        for node in (graph.node(m.name) for m in step.members):
             local[node] = _evaluate(node, [local[i] if i in local else read(i)
                                            for i in node.inputs])
-        buf = plan.buffer(step.name)
+        buf, value = plan.buffer(step.name), local[graph.node(step.name)]
         if buf.is_output:
-            returned[step.name] = local[step.root]
+            returned[step.name] = value
         else:
-            arena[buf.offset:buf.offset + buf.size] = local[step.root].view(np.uint8).ravel()
+            arena[buf.offset:buf.offset + value.nbytes] = value.view(np.uint8).ravel()
     return [read(o) for o in graph.outputs]
 
 
@@ -310,6 +317,61 @@ def test_symbolic_shapes_are_refused_by_name() -> None:
     g.outputs = [g.call("relu", [g.call("neg", [x], name="negated")])]
     with pytest.raises(NotImplementedError, match="%negated"):
         plan_memory(g)
+    with pytest.raises(ValueError, match="no size given for batch"):
+        plan_memory(g, sizes={"seq": 4})
+
+
+def test_inplace_is_decided_on_symbolic_shapes() -> None:
+    # s: f32[1,8] and y = s + a: f32[n,8] have equal bytes at n = 1 only; writing y over s
+    # would clobber s at any larger n, so the symbolic plan never does, at any size.
+    g = Graph()
+    x = g.add_input("x", TensorType(("n", 8), F32))
+    a = g.call("neg", [x], name="a")
+    s = g.call("sum", [a], {"dims": (0,), "keepdim": True}, name="s")
+    g.outputs = [a, g.call("relu", [g.call("add", [s, a], name="y")])]
+    assert plan_memory(concrete_graph(g, {"n": 1})).buffer("y").inplace_of == "s"
+    for n in (1, 2, 64):
+        assert plan_memory(g, sizes={"n": n}).buffer("y").inplace_of is None
+
+
+def symbolic_graph() -> Graph:
+    """Rows ``n``: a linear, in-place relu and broadcast add, a view, a concat."""
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", TensorType(("n", 16), F32))
+    h = g.call("linear", [x, g.add_weight("w1", rng.standard_normal((32, 16), np.float32))])
+    r = g.call("relu", [h])  # in place of h
+    row = g.call("sum", [r], {"dims": (0,), "keepdim": True})
+    b = g.call("add", [r, row])  # in place of r, not of the broadcast row
+    v = g.call("reshape", [b], {"shape": ("2*n", 16)})  # a view of b
+    c = g.call("concat", [v, g.call("sigmoid", [v])], {"dim": 1})
+    g.outputs = [g.call("linear", [c, g.add_weight("w2", rng.standard_normal(
+        (8, 32), np.float32) / 8)])]
+    ir.verify(g)
+    return g
+
+
+def test_size_class_plans_hold_at_every_size_in_their_class() -> None:
+    """Each size runs in its class's arena (planned at the class's upper bound) with the
+    actual, smaller buffers at the class's offsets, and gives the reference result."""
+    graph = symbolic_graph()
+    planner = SizeClassPlanner(graph)
+    pairs = {(b.name, b.inplace_of) for b in planner.reference.buffers if b.inplace_of}
+    assert pairs == {("relu", "linear"), ("add", "relu")}
+    for n in range(1, 40):
+        concrete = concrete_graph(graph, {"n": n})
+        plan = planner.plan_for({"n": n})
+        assert planner.bound({"n": n}) == {"n": 1 << (n - 1).bit_length()}
+        assert {(b.name, b.inplace_of) for b in plan.buffers if b.inplace_of} == pairs
+        actual = [replace(b, size=concrete.node(b.name).type.nbytes()) for b in plan.buffers
+                  if b.alias_of is None]
+        check_no_overlap(actual)
+        assert max(b.offset + b.size for b in actual if b.offset is not None) <= \
+            planner.layout({"n": n}, [b.name for b in actual if b.offset is not None])[0]
+        x = np.random.default_rng(n).standard_normal((n, 16), np.float32)
+        for got, want in zip(run_in_arena(concrete, plan, x), run_reference(concrete, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert [row["class"]["n"] for row in planner.table()] == [1, 2, 4, 8, 16, 32, 64]
 
 
 def test_summary_and_timeline() -> None:
