@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from typing import Any
 
 import tvm
@@ -72,9 +73,20 @@ def _named_target(name: str) -> dict[str, Any]:
                       f"dict such as {{'kind': 'cuda', 'arch': 'sm_90'}}")
 
 
+# the GPU arch a target dict names: {"kind": "cuda", "arch": "sm_90"}, {"kind": "rocm",
+# "mcpu": "gfx942"}; TVM takes a misspelt one and fails later, deep in code generation
+_GPU_ARCH = {"cuda": ("arch", re.compile(r"sm_\d{2,3}[af]?"), "sm_80, sm_90 or sm_90a"),
+             "rocm": ("mcpu", re.compile(r"gfx[0-9a-f]{3,4}"), "gfx90a or gfx942")}
+
+
 def _from_dict(config: dict[str, Any]) -> tvm.target.Target:
     if "kind" not in config:
         raise TargetError(f"target dict {config!r} has no 'kind'")
+    if config["kind"] in _GPU_ARCH:
+        key, pattern, examples = _GPU_ARCH[config["kind"]]
+        if key in config and not pattern.fullmatch(str(config[key])):
+            raise TargetError(f"target {config!r}: {key} {config[key]!r} is not a "
+                              f"{config['kind']} GPU name such as {examples}")
     if config.get("mcpu") == "native":  # LLVM would silently fall back to generic x86-64
         config = {**config, "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
     try:
