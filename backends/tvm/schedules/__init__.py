@@ -1,5 +1,6 @@
 """Schedule rules per target kind. ``schedule_module`` applies, to every kernel, the first
-rule of the target's list that accepts it, and records which one fired.
+rule of the target's list that accepts it, and records which one fired; when tuning, it
+hands over to ``backends.tvm.tuning``, which measures the rule against other candidates.
 
 A target kind's module provides ``RULES`` (tried in order, dlight-style: each has
 ``name`` and ``apply(func, target) -> Schedule | None``) and ``FALLBACK`` (always works).
@@ -48,9 +49,15 @@ def apply_rules(func: tirx.PrimFunc, target: tvm.target.Target, rules: list[Any]
 
 
 def schedule_module(mod: tvm.IRModule, kernels: list[Any], target: tvm.target.Target,
-                    kind: str) -> tvm.IRModule:
+                    kind: str, tuning: Any = None, graph: Any = None) -> tvm.IRModule:
     """Schedule each kernel's PrimFunc in place of the unscheduled one; sets
-    ``KernelInfo.schedule``."""
+    ``KernelInfo.schedule``. With ``tuning`` (``backends.tvm.tuning.TuningOptions``) and
+    the ``graph``, each kernel gets its fastest candidate by measurement instead of the
+    first rule that fires."""
+    if tuning is not None:
+        from backends.tvm.tuning import tune_module
+
+        return tune_module(mod, kernels, target, kind, graph, tuning)
     rules, fallback = rules_for(kind)
     done: dict[str, str] = {}
     for k in kernels:

@@ -1,0 +1,78 @@
+"""Putting library kernels into the program.
+
+A call site that runs in the library gets a PrimFunc of its own whose body is one
+``call_packed("dscompile.library.run", id, inputs..., out)``, and its ``call_tir`` in
+``main`` is pointed at that PrimFunc with only the activations as arguments (the weights
+live prepacked in the library kernel, so their constants drop out of the program).
+Staying a ``call_tir`` keeps everything downstream unchanged: the output is allocated,
+and placed by the memory plan, like any kernel's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+from tvm import relax, te, tirx
+
+from backends.tvm.tuning.library import FUNC, LibrarySpec
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+
+
+def wrapper(spec: LibrarySpec, dtype: str = "float32") -> tirx.PrimFunc:
+    """The PrimFunc of one library call site: activations in, ``out`` written by the
+    packed function."""
+    inputs = [te.placeholder(shape, dtype, name=f"in{i}") for i, shape in enumerate(spec.inputs)]
+    out = te.extern(spec.out, inputs,
+                    lambda ins, outs: tirx.call_packed(FUNC, spec.id, *ins, outs[0]),
+                    name="library", dtype=dtype)
+    return te.create_prim_func([*inputs, out]).without_attr("global_symbol")
+
+
+def route_to_library(mod: tvm.IRModule, kernels: list[Any]) -> tvm.IRModule:
+    """Point each library kernel's call (``KernelInfo.library`` set) at a wrapper
+    PrimFunc, renaming the kernel after it. ``main`` calls the kernels in the order of
+    ``kernels`` (lowering emits one call per kernel)."""
+    wanted = [k for k in kernels if k.library]
+    if not wanted:
+        return mod
+    builder = relax.BlockBuilder(mod)  # adds each wrapper with its type on the GlobalVar
+    wrappers = {}
+    for k in wanted:
+        spec = LibrarySpec.from_dict(k.library)
+        wrappers[id(k)] = builder.add_func(wrapper(spec), f"{k.name}_{spec.id[:8]}")
+    mod = builder.get()
+    main_gv = mod.get_global_var("main")
+    main = mod[main_gv]
+    pending = iter(kernels)
+    blocks = []
+    for block in main.body.blocks:
+        bindings = []
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and value.op.same_as(_CALL_TIR):
+                kernel = next(pending)
+                if value.args[0].name_hint != kernel.name:
+                    raise AssertionError(f"main calls {value.args[0].name_hint} where kernel "
+                                         f"{kernel.name} was expected")
+                if kernel.library:
+                    value = _library_call(wrappers[id(kernel)], kernel, value)
+            bindings.append(relax.VarBinding(binding.var, value))
+        kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) \
+            else relax.BindingBlock
+        blocks.append(kind(bindings))
+    body = relax.SeqExpr(blocks, main.body.body)
+    mod[main_gv] = relax.Function(main.params, body, main.ret_ty, main.is_pure,
+                                  main.attrs)
+    return mod
+
+
+def _library_call(gvar: tvm.ir.GlobalVar, kernel: Any, call: relax.Call) -> relax.Call:
+    spec = LibrarySpec.from_dict(kernel.library)
+    acts = [a for a in call.args[1].fields if isinstance(a, relax.Var)]  # weights: constants
+    if len(acts) != len(spec.inputs):
+        raise AssertionError(f"kernel {kernel.name}: {len(acts)} activation arguments, the "
+                             f"library spec has {len(spec.inputs)}")
+    kernel.name = gvar.name_hint
+    return relax.call_tir(gvar, relax.Tuple(acts), call.ty_args[0])
