@@ -11,7 +11,7 @@ setup: .setup-done
 # later package) would pull a multi-GB CUDA build.
 .setup-done: pyproject.toml Makefile .ci/setup-system.sh
 	$(PIP) torch==2.13.0
-	$(PIP) apache-tvm==0.27.0.post1 numpy networkx pytest pytest-xdist hypothesis matplotlib "transformers>=5,<6" onnx onnxruntime
+	$(PIP) apache-tvm==0.27.0.post1 numpy networkx pytest pytest-xdist hypothesis matplotlib "transformers>=5,<6" onnx onnxruntime onnxscript tornado
 	bash .ci/setup-system.sh
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@

@@ -16,7 +16,8 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
               dtype: str | None = None, verify: bool | None = None,
               dump_dir: str | None = None, example_kwargs: dict | None = None,
               schedule: bool = True, dynamic: dict | None = None,
-              cache: bool | None = None) -> CompiledModule:
+              cache: bool | None = None, tune: bool | None = None,
+              trials: int | None = None, rpc: Any = None) -> CompiledModule:
     """Compile ``model`` for ``target`` and return a module that runs it.
 
     Parameters
@@ -34,7 +35,10 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
     passes : sequence of Pass
         Passes of your own, run after the built-in rewrites and before fusion.
     check : {"raise", "warn", "off"}
-        The numerics guard: compare with eager on the example inputs and random ones.
+        The numerics guard: compare with eager on the example inputs and random ones;
+        a mismatch raises ``NumericsError`` naming the culprit pass or kernel with the
+        smallest IR that shows it (``"warn"``: a warning). Default: ``DSCOMPILE_CHECK``,
+        else ``"raise"``. See docs/writing-passes.md.
     dynamic : dict, optional
         Sizes that vary between calls: input name -> axis -> a name, ``(name, min, max)``
         or ``compiler.dynamic.DimSpec``, e.g. ``{"x": {0: "batch", 1: "seq"}}``. The model
@@ -43,10 +47,20 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
         Load the built program from the on-disk compile cache when the same graph, weights,
         target and options were built before, and store it otherwise (default: on;
         ``DSCOMPILE_CACHE=0`` turns the default off; ``DSCOMPILE_CACHE_DIR`` moves it).
+    tune : bool, optional
+        Choose each kernel's schedule by measurement on the target: our rule, a
+        MetaSchedule-tuned schedule, on CPU a oneDNN call for large conv/linear kernels.
+        Decisions go to the tuning database (``DSCOMPILE_TUNING_DIR``), so compiling the
+        same model again measures nothing. Default: on at ``opt_level=3`` only. A
+        progress bar with the time left shows on a terminal. See docs/tuning.md.
+    trials : int, optional
+        MetaSchedule samples per kernel when tuning (default 32; 0: rule vs library only).
+    rpc : str or dict, optional
+        Measure on the machines of an RPC tracker, ``"key@host:port"``.
     """
     overrides = {"check": check, "verify": verify, "dump_dir": dump_dir}  # else env defaults
     options = CompileOptions(target=target, opt_level=opt_level, passes=tuple(passes),
-                             dtype=dtype, schedule=schedule,
+                             dtype=dtype, schedule=schedule, tune=tune, trials=trials, rpc=rpc,
                              **{k: v for k, v in overrides.items() if v is not None})
 
     from backends.tvm.target import resolve_target
@@ -92,7 +106,14 @@ def optimize_graph(graph, options: CompileOptions):
 
         instruments.append(DumpIRInstrument(options.dump_dir))
     return optimize(graph, opt_level=options.opt_level, extra_passes=options.passes,
-                    instruments=instruments, verify=options.verify)
+                    instruments=instruments, verify=options.verify, dtype=options.dtype)
+
+
+def tuning_options(options: CompileOptions):
+    """What ``backends.tvm.build`` tunes with, or None when tuning is off."""
+    from backends.tvm.tuning import options_from
+
+    return options_from(options)
 
 
 def default_cache_enabled() -> bool:
@@ -107,25 +128,17 @@ def build_module(graph, out_spec, tvm_target, options: CompileOptions, records=(
     the program as a ``CompiledModule``."""
     from backends.tvm.build import build
     from backends.tvm.target import target_kind
+    from compiler.planning import MemoryPlan, plan_program
 
-    plan = plan_if_static(graph)
+    graph, memory_plan = plan_program(graph)  # nodes in the order the arena is planned for
+    plan = memory_plan if isinstance(memory_plan, MemoryPlan) else None
     if cache:
         from compiler.cache import default_cache
 
-        program = default_cache().build(graph, tvm_target, options)
+        program = default_cache().build(graph, tvm_target, options, memory_plan=memory_plan)
     else:
-        program = build(graph, tvm_target, schedule=options.schedule)
+        program = build(graph, tvm_target, schedule=options.schedule, memory_plan=memory_plan,
+                        tuning=tuning_options(options))
     device = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda"}[target_kind(tvm_target)]
     return CompiledModule(program, graph, out_spec, device=device, records=list(records),
                           plan=plan, options=options, capture_method=capture_method)
-
-
-def plan_if_static(graph):
-    """The memory plan, or ``None`` where shapes are symbolic (planned per size class)."""
-    try:
-        from compiler.planning import plan_memory
-    except ImportError:
-        return None
-    if not all(n.type.is_static for n in graph.nodes):
-        return None
-    return plan_memory(graph)

@@ -5,14 +5,16 @@ of lowering, scheduling and compiling again.
 Key: sha256 over the final IR graph's text (ops, attrs, types with their symbolic dims),
 a blake2b hash of every weight's bytes (the program holds the weights as constants), the
 target (TVM's JSON of it), the options that change code (opt level, dtype, schedule), the
-versions of dscompile, TVM and torch, and a fingerprint of the backend's sources (an edited
-schedule rule must not be served a stale kernel).
+versions of dscompile, TVM and torch, and a fingerprint of the backend's and the memory
+planner's sources (an edited schedule rule must not be served a stale kernel, nor an edited
+planner arena offsets it would no longer choose).
 
 Entry: ``<dir>/<key[:2]>/<key>/`` with ``program.so`` (``Executable.export_library``)
 and ``meta.json`` (the key's parts, the library's sha256, where each graph output comes
-from, the kernels). It is written into a temporary folder and renamed into place, so a
-reader sees a whole entry or none. On load the key, versions and checksum are verified;
-an entry that fails any check, or fails to load, is rebuilt and overwritten: never used.
+from, the kernels, the program's memory stats). It is written into a temporary folder
+and renamed into place, so a reader sees a whole entry or none. On load the key, versions
+and checksum are verified; an entry that fails any check, or fails to load, is rebuilt
+and overwritten: never used.
 
 Directory: ``DSCOMPILE_CACHE_DIR`` or ``~/.cache/dscompile/compiled``; ``DSCOMPILE_CACHE=0``
 turns the cache off by default, ``dscompile(..., cache=False)`` for one call.
@@ -36,8 +38,9 @@ from ir import Graph
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the entry layout changes
+FORMAT = 2  # bump when the entry layout changes
 _BACKEND_DIR = Path(__file__).resolve().parent.parent / "backends" / "tvm"
+_PLANNING_DIR = Path(__file__).resolve().parent / "planning"  # its offsets are compiled in
 _fingerprint: str | None = None
 
 
@@ -65,13 +68,15 @@ def versions() -> dict[str, str]:
 
 
 def backend_fingerprint() -> str:
-    """A hash of the backend's Python sources (lowering, schedules, pipeline)."""
+    """A hash of the backend's Python sources (lowering, schedules, pipeline) and the
+    memory planner's."""
     global _fingerprint
     if _fingerprint is None:
         h = hashlib.blake2b(digest_size=16)
-        for path in sorted(_BACKEND_DIR.rglob("*.py")):
-            h.update(str(path.relative_to(_BACKEND_DIR)).encode())
-            h.update(path.read_bytes())
+        for root in (_BACKEND_DIR, _PLANNING_DIR):
+            for path in sorted(root.rglob("*.py")):
+                h.update(f"{root.name}/{path.relative_to(root)}".encode())
+                h.update(path.read_bytes())
         _fingerprint = h.hexdigest()
     return _fingerprint
 
@@ -99,11 +104,24 @@ def cache_key(graph: Graph, target: Any, options: Any) -> tuple[str, dict[str, A
         "weights": weights_hash(graph),
         "target": json.dumps(target.export(), sort_keys=True, default=str),
         "options": {"opt_level": options.opt_level, "dtype": options.dtype,
-                    "schedule": options.schedule},
+                    "schedule": options.schedule, "tuning": _tuning_key(options)},
         "versions": versions(),
     }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return key, parts
+
+
+def _tuning(options: Any) -> Any:
+    from backends.tvm.tuning import options_from
+
+    return options_from(options)
+
+
+def _tuning_key(options: Any) -> dict[str, Any] | None:
+    """Tuned programs differ from rule-scheduled ones (and by their trial budget)."""
+    if not getattr(options, "tune", False):
+        return None
+    return {"trials": getattr(options, "trials", None), "rpc": str(getattr(options, "rpc", ""))}
 
 
 def _sha256_file(path: Path) -> str:
@@ -125,16 +143,26 @@ class CompileCache:
         return self.root / key[:2] / key
 
     # ----- the one call the compiler makes ----------------------------------------------
-    def build(self, graph: Graph, target: Any, options: Any) -> Any:
+    def build(self, graph: Graph, target: Any, options: Any, memory_plan: Any = None) -> Any:
         """The built program for ``graph``: loaded when a valid entry exists, else built
-        and stored. ``program.cache_status`` says "hit", "miss" or "rebuilt"."""
+        and stored. ``program.cache_status`` says "hit", "miss" or "rebuilt".
+        ``memory_plan`` is ``backends.tvm.build.build``'s; ``graph``'s text (its node
+        order) and the planner's sources decide it, so the key covers it."""
         from backends.tvm.build import build
+        from backends.tvm.target import target_kind
 
+        if target_kind(target) != "cpu":
+            # Not cached: a GPU library loads only where the GPU's runtime is, and would
+            # come back without its cubin/code object and sources (program.device_code).
+            program = build(graph, target, schedule=options.schedule, memory_plan=memory_plan,
+                            tuning=_tuning(options))
+            program.cache_status = "off (GPU target)"
+            return program
         key, parts = cache_key(graph, target, options)
         status = "miss"
         if self.entry(key).exists():
             try:
-                program = self.load(key, graph, target)
+                program = self.load(key, graph, target, memory_plan)
                 self.stats["hit"] += 1
                 program.cache_status = "hit"
                 return program
@@ -144,7 +172,8 @@ class CompileCache:
                 status = "rebuilt"
         else:
             self.stats["miss"] += 1
-        program = build(graph, target, schedule=options.schedule)
+        program = build(graph, target, schedule=options.schedule, memory_plan=memory_plan,
+                        tuning=_tuning(options))
         try:
             self.store(key, parts, program)
         except Exception as e:  # a full disk must not fail the compile
@@ -167,6 +196,7 @@ class CompileCache:
                 "outputs": [list(o) for o in program.lowered.outputs],
                 "views": list(program.lowered.views),
                 "kernels": [asdict(k) for k in program.kernels],
+                "memory": program.memory.to_dict(),
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
             if final.exists():  # a rejected entry being overwritten
@@ -177,13 +207,13 @@ class CompileCache:
             raise
         return final
 
-    def load(self, key: str, graph: Graph, target: Any) -> Any:
+    def load(self, key: str, graph: Graph, target: Any, memory_plan: Any = None) -> Any:
         """The program of a verified entry; raises ``ValueError`` saying why an entry is
         not usable."""
-        import tvm
-
         from backends.tvm.build import BuiltModule
+        from backends.tvm.library import load_library
         from backends.tvm.lower import KernelInfo, LoweredModule
+        from backends.tvm.memory import MemoryStats, SizeClassArena
         from backends.tvm.target import target_kind
 
         where = self.entry(key)
@@ -198,12 +228,19 @@ class CompileCache:
         library = where / "program.so"
         if not library.exists() or _sha256_file(library) != meta.get("library_sha256"):
             raise ValueError("program.so is missing or its checksum does not match")
-        executable = tvm.runtime.load_module(str(library))
+        executable = load_library(library)  # checked first: a cut .so would SIGBUS
         kernels = [KernelInfo(**k) for k in meta["kernels"]]
         outputs = [(kind, tuple(w) if isinstance(w, list) else w)
                    for kind, w in meta["outputs"]]
         lowered = LoweredModule(None, kernels, meta["views"], outputs)
-        return BuiltModule(graph, lowered, None, executable, target, target_kind(target))
+        memory = MemoryStats(**meta["memory"])
+        arena = None
+        if memory.route == "size-class arena":
+            from compiler.planning import SizeClassPlanner
+
+            arena = SizeClassArena(memory_plan or SizeClassPlanner(graph), memory.buffers)
+        return BuiltModule(graph, lowered, None, executable, target, target_kind(target),
+                           memory, arena)
 
 
 def _json_default(v: Any) -> Any:

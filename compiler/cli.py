@@ -1,10 +1,12 @@
 """The ``dscompile`` command line: see what the compiler did to a model.
 
     dscompile inspect MODEL            a row per kernel: ops, shapes, FLOPs, bytes, schedule
+                                       (--tune: every candidate's measured time)
     dscompile dump MODEL --after-each-pass DIR   the IR after each pass that changed it
     dscompile diff A B                 what changed between two IR dumps
     dscompile graph MODEL --format svg|png|dot|html --out FILE
-    dscompile plan MODEL [--png FILE]  the memory plan and its live-bytes timeline
+    dscompile plan MODEL [--png FILE]  the memory plan, its live-bytes timeline, and what
+                                       the built program allocates
     dscompile kernels MODEL --target cpu|cuda|rocm   generated kernels with their source
 
 MODEL is ``path/to/file.py:factory`` or ``package.module:factory`` (a function returning
@@ -71,14 +73,26 @@ def optimized(loaded: Loaded, args: argparse.Namespace, instruments=()):
                     verify=True)
 
 
-def build_for(graph, target: str, progress: Progress):
+def build_for(graph, target: str, progress: Progress, memory_plan=None, tuning=None):
     from backends.tvm.build import build
     from backends.tvm.target import resolve_target
 
-    progress(f"building for {target}")
+    progress(f"building for {target}" + (" (tuning)" if tuning is not None else ""))
     if any(v is None for v in graph.weights.values()):
         fill_missing_weights(graph)
-    return build(graph, resolve_target(target))
+    return build(graph, resolve_target(target), memory_plan=memory_plan, tuning=tuning)
+
+
+def tuning_for(args: argparse.Namespace):
+    """Tuning options of ``inspect``: ``--tune`` or ``--opt-level 3`` turn it on."""
+    from backends.tvm.tuning import options_from
+    from compiler.config import CompileOptions
+
+    tuning = options_from(CompileOptions(opt_level=args.opt_level, tune=args.tune or None,
+                                         trials=args.trials, rpc=args.rpc))
+    if tuning is not None and (args.quiet or args.json):
+        tuning.progress = False  # no progress bar either
+    return tuning
 
 
 def fill_missing_weights(graph) -> None:
@@ -94,14 +108,18 @@ def fill_missing_weights(graph) -> None:
 
 
 def cmd_inspect(args, progress) -> int:
-    from compiler.api import plan_if_static
+    from compiler.planning import MemoryPlan, plan_program
     from compiler.report import build_report
 
     loaded = load(args.model, progress)
     progress(f"optimizing at O{args.opt_level}")
     graph, _ = optimized(loaded, args)
-    program = None if args.no_build else build_for(graph, args.target, progress)
-    report = build_report(graph, getattr(program, "kernels", None), plan_if_static(graph))
+    graph, memory_plan = plan_program(graph)
+    program = None if args.no_build else build_for(graph, args.target, progress, memory_plan,
+                                                   tuning_for(args))
+    plan = memory_plan if isinstance(memory_plan, MemoryPlan) else None
+    report = build_report(graph, getattr(program, "kernels", None), plan,
+                          getattr(program, "memory", None))
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0
 
@@ -152,21 +170,36 @@ def cmd_graph(args, progress) -> int:
 
 
 def cmd_plan(args, progress) -> int:
-    from compiler.planning import plan_memory
+    from compiler.planning import memory_aware_order, plan_memory, plan_program
 
     loaded = load(args.model, progress)
     graph, _ = optimized(loaded, args)
-    plan = plan_memory(graph)
+    captured = plan_memory(graph)
+    ordering = memory_aware_order(graph)
+    graph, plan = plan_program(graph)
+    program = None if args.no_build else build_for(graph, args.target, progress, plan)
+    memory = getattr(program, "memory", None)
     if args.png:
         from compiler.graph_render import plot_timeline
 
         plot_timeline(plan, args.png)
+    order = {"chosen": "captured" if plan.kernel_order == captured.kernel_order
+             else "memory-aware", "method": ordering.method,
+             "captured_peak_bytes": ordering.captured_peak_bytes,
+             "memory_aware_peak_bytes": ordering.peak_bytes,
+             "captured_arena_bytes": captured.arena_bytes}
     if args.json:
         print(json.dumps({"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
                           "lower_bound_bytes": plan.lower_bound_bytes,
-                          "timeline": list(plan.timeline())}, indent=1))
+                          "timeline": list(plan.timeline()), "order": order,
+                          "program": memory.to_dict() if memory else None}, indent=1))
     else:
         print(plan.summary())
+        print(f"order: {order['chosen']} (peak live {ordering.captured_peak_bytes} B "
+              f"captured, {ordering.peak_bytes} B memory-aware ({ordering.method}); arena "
+              f"{captured.arena_bytes} B in the captured order)")
+        if memory is not None:
+            print(memory)
         if args.png:
             print(f"timeline: {args.png}")
     return 0
@@ -204,6 +237,11 @@ def parser() -> argparse.ArgumentParser:
     s = add("inspect", cmd_inspect, "a table per kernel")
     s.add_argument("--target", default="cpu")
     s.add_argument("--no-build", action="store_true", help="IR only: no kernel names")
+    s.add_argument("--tune", action="store_true",
+                   help="choose schedules by measurement (on at --opt-level 3); shows each "
+                        "kernel's candidates and their times")
+    s.add_argument("--trials", type=int, help="MetaSchedule samples per kernel (default 32)")
+    s.add_argument("--rpc", help="measure on an RPC tracker's machines: key@host:port")
     s = add("dump", cmd_dump, "IR after each pass")
     s.add_argument("--after-each-pass", required=True, metavar="DIR")
     s.add_argument("--passes", help="comma-separated pass names instead of the pipeline")
@@ -215,7 +253,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s = add("plan", cmd_plan, "the memory plan")
     s.add_argument("--png", help="write the live-bytes timeline here")
-    s = add("kernels", cmd_kernels, "generated kernels and their source")
+    s.add_argument("--target", default="cpu")
+    s.add_argument("--no-build", action="store_true", help="plan only: no program built")
+    s = add("kernels", cmd_kernels, "generated kernels and their source (scheduled TIR on "
+            "cpu, CUDA C on cuda, AMDGPU assembly on rocm)")
     s.add_argument("--target", default="cpu")
     s.add_argument("--source", action="store_true", help="print each kernel's whole source")
     return p

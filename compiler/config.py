@@ -4,6 +4,8 @@ with debug switches read from environment variables.
 - ``DSCOMPILE_VERIFY=1``: run the IR verifier after every pass (tests always do).
 - ``DSCOMPILE_DUMP_DIR=DIR``: dump the IR after each pass that changed it into DIR.
 - ``DSCOMPILE_CHECK=raise|warn|off``: the default of the numerics guard.
+- ``DSCOMPILE_TUNING_DIR=DIR``: the tuning database (default ``~/.cache/dscompile/tuning``,
+  see docs/tuning.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class CompileOptions:
     verify: bool = field(default_factory=lambda: _env_flag("DSCOMPILE_VERIFY"))
     dump_dir: str | None = field(default_factory=lambda: os.environ.get("DSCOMPILE_DUMP_DIR"))
     schedule: bool = True  # apply our schedule rules (off only for debugging)
+    tune: bool | None = None  # choose schedules by measurement; None: on at opt_level 3
+    trials: int | None = None  # MetaSchedule samples per kernel (None: the default, 32)
+    rpc: Any = None  # measure on other machines: "key@tracker-host:port"
 
     def __post_init__(self) -> None:
         if self.opt_level not in (0, 1, 2, 3):
@@ -40,3 +45,7 @@ class CompileOptions:
         if self.dtype not in (None, "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
         self.passes = tuple(self.passes)
+        if self.tune is None:
+            self.tune = self.opt_level == 3  # O3 is O2 plus tuning
+        if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 0):
+            raise ValueError(f"trials must be a non-negative int, got {self.trials!r}")

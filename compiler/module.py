@@ -49,14 +49,35 @@ class CompiledModule(torch.nn.Module):
     def num_kernels(self) -> int:
         return len(self.kernels)
 
+    @property
+    def memory(self) -> Any:
+        """What the program allocates (``backends.tvm.memory.MemoryStats``): the planned
+        arena, the bytes the final Relax allocates, the route taken and why."""
+        return getattr(self._program, "memory", None)
+
+    @property
+    def device_code(self) -> Any:
+        """For a GPU target, the kernels' binary (cubin or code object) and source (CUDA C
+        or AMDGPU assembly): ``backends.tvm.device_code.DeviceCode``; else ``None``."""
+        return getattr(self._program, "device_code", None)
+
+    def export_library(self, path: str) -> None:
+        """Write the compiled program to ``path``, a shared library; for a GPU also its
+        binary, a manifest and ``NAME_loader.py`` beside it, which runs it with only tvm
+        and torch installed (``backends.tvm.artifact``)."""
+        self._program.export_library(path)
+
     def report(self):
         """Per-kernel table (ops, shapes, FLOPs, bytes, schedule, arena offset); ``str()``
         of it pretty-prints, ``.to_dict()`` gives data."""
         from compiler.report import build_report
 
-        return build_report(self.ir, self.kernels, self.plan)
+        return build_report(self.ir, self.kernels, self.plan, self.memory)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        require_device = getattr(self._program, "require_device", None)
+        if require_device is not None:  # no GPU here: say so, not "move the input to cuda"
+            require_device()
         flat = self.check_inputs(args, kwargs)
         outputs = self._program(*flat)
         return pytree.tree_unflatten(list(outputs), self.out_spec)

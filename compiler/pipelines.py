@@ -20,17 +20,22 @@ from compiler.passes.fold_batch_norm import FoldBatchNorm
 from compiler.passes.fuse import FuseOps
 from compiler.passes.merge_linear_chain import MergeLinearChain
 from compiler.passes.merge_parallel_linear import ParallelLinearToConcatSlice
+from compiler.passes.mixed_precision import MixedPrecision
 from compiler.passes.simplify import Simplify
 from ir import Graph
 
 OPT_LEVELS = (0, 1, 2, 3)
 
 
-def build_pipeline(opt_level: int, extra_passes: Sequence[Pass] = ()) -> list[Pass]:
-    """Fresh pass instances for ``opt_level`` with the user's ``extra_passes`` in place."""
+def build_pipeline(opt_level: int, extra_passes: Sequence[Pass] = (),
+                   dtype: str | None = None) -> list[Pass]:
+    """Fresh pass instances for ``opt_level`` with the user's ``extra_passes`` in place;
+    ``dtype`` "float16"/"bfloat16" adds mixed precision before fusion, at every level (it
+    is the precision the user asked for, not an optimization)."""
     user = list(extra_passes)
+    precision = [MixedPrecision(dtype)] if dtype in ("float16", "bfloat16") else []
     if opt_level == 0:  # capture and lower only; no groups (one kernel per op)
-        return user
+        return user + precision
     rewrites = [
         Simplify(),
         CommonSubexpressionElimination(),
@@ -38,7 +43,7 @@ def build_pipeline(opt_level: int, extra_passes: Sequence[Pass] = ()) -> list[Pa
         FoldBatchNorm(),
     ]
     if opt_level == 1:
-        return rewrites + user + [DeadCodeElimination()]
+        return rewrites + user + precision + [DeadCodeElimination()]
     if opt_level in (2, 3):  # 3: O2 plus schedule tuning, done in the backend
         return rewrites + [
             DeadCodeElimination(),
@@ -46,6 +51,7 @@ def build_pipeline(opt_level: int, extra_passes: Sequence[Pass] = ()) -> list[Pa
             ParallelLinearToConcatSlice(),
             BatchIndependentLinears(),
             *user,
+            *precision,
             Simplify(),
             DeadCodeElimination(),
             FuseOps(),
@@ -60,8 +66,8 @@ def run_passes(graph: Graph, passes: Sequence[Pass], instruments: Iterable[Instr
 
 
 def optimize(graph: Graph, opt_level: int = 2, extra_passes: Sequence[Pass] = (),
-             instruments: Iterable[Instrument] = (),
-             verify: bool | None = None) -> tuple[Graph, list[PassRecord]]:
+             instruments: Iterable[Instrument] = (), verify: bool | None = None,
+             dtype: str | None = None) -> tuple[Graph, list[PassRecord]]:
     """Optimize a copy of ``graph`` at ``opt_level``; ``graph`` itself is not changed.
 
     Parameters
@@ -75,12 +81,14 @@ def optimize(graph: Graph, opt_level: int = 2, extra_passes: Sequence[Pass] = ()
         E.g. ``DumpIRInstrument(dir)``, ``TimingInstrument()``.
     verify : bool or None
         Verify after each pass; ``None`` reads ``DSCOMPILE_VERIFY``.
+    dtype : {None, "float32", "float16", "bfloat16"}
+        Mixed precision: weights and compute in this dtype (``MixedPrecision``).
 
     Returns
     -------
     (ir.Graph, list of PassRecord)
     """
-    return run_passes(graph, build_pipeline(opt_level, extra_passes), instruments, verify)
+    return run_passes(graph, build_pipeline(opt_level, extra_passes, dtype), instruments, verify)
 
 
 def run_named_passes(graph: Graph, names: Sequence[str], instruments: Iterable[Instrument] = (),

@@ -2,7 +2,8 @@
 
 One row per kernel (fused group or lone op): its ops, operand and result types, FLOPs,
 bytes moved, arithmetic intensity, group, kernel name, chosen schedule and the result's
-offset in the planned arena; totals at the bottom.
+offset in the planned arena; totals at the bottom. A tuned program adds each kernel's
+candidates with their measured times (``dscompile(..., tune=True)``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class KernelRow:
     schedule: str = ""
     offset: int | None = None
     source: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # ms per measured candidate
 
     @property
     def intensity(self) -> float:
@@ -74,18 +76,32 @@ class Report:
                  f"{self.total_flops / 1e6:.2f}", f"{self.total_bytes / 1024:.1f}",
                  f"{self.total_flops / max(self.total_bytes, 1):.2f}", "", "", "",
                  "" if self.arena_bytes is None else f"arena {self.arena_bytes}")
+        if any(r.timings for r in self.rows):  # tuned: every candidate's time, chosen first
+            head += ("candidates (ms)",)
+            body = [(*row, candidates_text(r.schedule, r.timings))
+                    for row, r in zip(body, self.rows)]
+            total += ("",)
         widths = [max(len(row[i]) for row in (head, *body, total)) for i in range(len(head))]
 
         def fmt(row):
             return "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
 
         rule = "  ".join("-" * w for w in widths)
-        return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total)])
+        memory = self.extra.get("memory")
+        allocated = [] if not memory else [
+            f"memory: {memory['route']}; the program allocates "
+            f"{_bytes(memory['allocated_bytes'])} of intermediates (planned arena "
+            f"{_bytes(memory['planned_bytes'])}) and {_bytes(memory['output_bytes'])} of "
+            f"outputs"] if memory["route"] != "size-class arena" else [
+            "memory: size-class arena; arena and offsets planned per size class at run time"]
+        return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total), *allocated])
 
 
-def build_report(graph: Graph, kernels: list | None = None, plan: Any = None) -> Report:
+def build_report(graph: Graph, kernels: list | None = None, plan: Any = None,
+                 memory: Any = None) -> Report:
     """Rows for every kernel of ``graph``; ``kernels`` (backend KernelInfo) and ``plan``
-    (a MemoryPlan) fill the kernel name, schedule and offset columns where given."""
+    (a MemoryPlan) fill the kernel name, schedule and offset columns where given;
+    ``memory`` (the program's MemoryStats) adds what the program allocates."""
     info = _kernel_info_by_root(kernels or [])
     offsets = _offsets(plan)
     rows = []
@@ -103,9 +119,22 @@ def build_report(graph: Graph, kernels: list | None = None, plan: Any = None) ->
             inputs=[str(i.type) for i in ins if i.op != "constant"], output=str(root.type),
             flops=flops, bytes=moved, group=root.meta.get("group"),
             kernel=getattr(k, "name", "") or "", schedule=getattr(k, "schedule", "") or "",
-            offset=offsets.get(root.name), source=root.source or ""))
+            offset=offsets.get(root.name), source=root.source or "",
+            timings=dict(getattr(k, "timings", None) or {})))
+    extra = {"memory": memory.to_dict()} if memory is not None else {}
     return Report(rows, arena_bytes=getattr(plan, "arena_bytes", None),
-                  naive_bytes=getattr(plan, "naive_bytes", None))
+                  naive_bytes=getattr(plan, "naive_bytes", None), extra=extra)
+
+
+def candidates_text(chosen: str, timings: dict[str, float]) -> str:
+    """``"onednn* 0.21 conv2d_packed 0.38 metaschedule 0.52"``: the chosen candidate
+    (starred) first, then the others fastest first."""
+    order = sorted(timings, key=lambda n: (n != chosen, timings[n]))
+    return " ".join(f"{n}{'*' if n == chosen else ''} {timings[n]:.3g}" for n in order)
+
+
+def _bytes(n: int | None) -> str:
+    return "symbolic sizes" if n is None else f"{n} B"
 
 
 @dataclass

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("DSCOMPILE_CACHE_DIR", tempfile.mkdtemp(prefix="dscompile-test-cache-"))
+# ... and its own tuning database: no test reads or writes a user's tuning decisions
+os.environ.setdefault("DSCOMPILE_TUNING_DIR", tempfile.mkdtemp(prefix="dscompile-test-tuning-"))
 
 
 @pytest.fixture(autouse=True)

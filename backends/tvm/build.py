@@ -13,10 +13,15 @@ import torch
 import tvm
 from tvm import relax
 
+from backends.tvm import device_code
+from backends.tvm.device_code import DeviceCode
 from backends.tvm.lower import KernelInfo, LoweredModule, describe_nodes, lower_graph, tvm_message
+from backends.tvm.memory import ArenaLowering, MemoryStats, SizeClassArena
 from backends.tvm.pipeline import relax_pipeline
 from backends.tvm.schedules import apply_rules, rules_for, schedule_module
 from backends.tvm.target import resolve_target, target_kind
+from backends.tvm.toolchain import gpu_toolchain
+from backends.tvm.tuning import library as library_kernels  # registers their packed function
 from compiler.errors import DeviceError, LoweringError
 from ir import Graph
 
@@ -24,8 +29,16 @@ _ALIGN = 64  # TVM's kernels assume 64-byte aligned buffers
 _DEVICES = {"cpu": tvm.cpu, "cuda": tvm.cuda, "rocm": tvm.rocm}
 
 
-def build(graph: Graph, target: Any, *, schedule: bool = True) -> BuiltModule:
+def build(graph: Graph, target: Any, *, schedule: bool = True,
+          memory_plan: Any = None, tuning: Any = None) -> BuiltModule:
     """Lower ``graph``, schedule every kernel for ``target`` and compile it.
+
+    ``tuning`` (``backends.tvm.tuning.TuningOptions``) chooses each kernel's schedule by
+    measurement (rule, MetaSchedule, oneDNN) instead of taking the rule.
+
+    ``memory_plan`` (a ``MemoryPlan`` of ``graph`` in its node order, or a
+    ``SizeClassPlanner`` for symbolic shapes) places kernel outputs in one arena
+    (``backends.tvm.memory``); without one TVM's planner alone decides.
 
     Raises
     ------
@@ -39,18 +52,26 @@ def build(graph: Graph, target: Any, *, schedule: bool = True) -> BuiltModule:
     mod = lowered.mod
     unscheduled = {k.name: mod[k.name] for k in lowered.kernels}  # PrimFuncs are immutable
     if schedule:
-        mod = schedule_module(mod, lowered.kernels, tvm_target, kind)
+        mod = schedule_module(mod, lowered.kernels, tvm_target, kind, tuning, graph)
     else:
         for k in lowered.kernels:
             k.schedule = "none"
-    executable = _compile(mod, lowered, unscheduled, graph, tvm_target, kind)
-    return BuiltModule(graph, lowered, mod, executable, tvm_target, kind)
+    memory = ArenaLowering.for_target(memory_plan, lowered.kernels, kind)
+    with gpu_toolchain(kind, tvm_target) as device_binary:  # nvcc / ld.lld for GPU targets
+        executable = _compile(mod, lowered, unscheduled, graph, tvm_target, kind, memory)
+    arena = SizeClassArena(memory_plan, memory.stats.buffers) \
+        if memory.stats.route == "size-class arena" else None
+    program = BuiltModule(graph, lowered, mod, executable, tvm_target, kind, memory.stats, arena)
+    if device_binary is not None:
+        program.device_code = device_code.collect(executable, device_binary,
+                                                  [k.name for k in lowered.kernels])
+    return program
 
 
 def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph: Graph,
-             target: tvm.target.Target, kind: str) -> relax.Executable:
+             target: tvm.target.Target, kind: str, memory: ArenaLowering) -> relax.Executable:
     try:
-        return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
+        return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, memory))
     except Exception as first:  # find the kernel(s) at fault, reschedule them, try once more
         bad = [k for k in lowered.kernels if not _builds_alone(mod[k.name], target)]
         if not bad:
@@ -62,7 +83,7 @@ def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph
             mod[k.name] = func
             k.schedule = f"{rule} (retry)"
         try:
-            return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
+            return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, memory))
         except Exception as second:
             nodes = [graph.node(n) for k in bad for n in k.node_names]
             raise LoweringError(f"TVM failed to build the kernel of:\n  {describe_nodes(nodes)}"
@@ -82,7 +103,8 @@ class BuiltModule:
     order of ``graph.outputs``."""
 
     def __init__(self, graph: Graph, lowered: LoweredModule, mod: tvm.IRModule,
-                 executable: relax.Executable, target: tvm.target.Target, kind: str):
+                 executable: relax.Executable, target: tvm.target.Target, kind: str,
+                 memory: MemoryStats | None = None, arena: SizeClassArena | None = None):
         self.graph = graph
         self.lowered = lowered
         self.mod = mod  # the scheduled IRModule given to tvm.compile
@@ -90,8 +112,13 @@ class BuiltModule:
         self.target = target
         self.kind = kind
         self.kernels: list[KernelInfo] = lowered.kernels
+        self.memory = memory or MemoryStats(reason="built without memory stats")
+        self.arena = arena  # the per-call arena argument of a size-class program
         self._local = threading.local()  # a VM per thread: one VM is not reentrant
         self._weights: dict[str, torch.Tensor] = {}
+        self.device_code: DeviceCode | None = None  # GPU binary and source, set by build
+        # oneDNN kernels' prepacked weights, rebuilt from the graph (also after a cache load)
+        self.library_kernels = library_kernels.bind(self.kernels, graph)
 
     @property
     def num_kernels(self) -> int:
@@ -108,15 +135,29 @@ class BuiltModule:
         executable."""
         vm = getattr(self._local, "vm", None)
         if vm is None:
-            if not self.device.exist:
-                raise DeviceError(f"the program was built for {self.kind}, but no {self.kind} "
-                                  f"device is present")
+            self.require_device()
             vm = self._local.vm = relax.VirtualMachine(self.executable, self.device)
         return vm
 
+    def require_device(self) -> None:
+        """Raise ``DeviceError`` when the device the program was built for is absent."""
+        if self.kind != "cpu" and not _device_exists(self.device):
+            name = {"cuda": "CUDA", "rocm": "ROCm"}[self.kind]
+            arch = self.device_code.arch if self.device_code else self.kind
+            raise DeviceError(f"no {name} device is present: the program was compiled for "
+                              f"{self.kind} ({arch}) and runs only on such a GPU; "
+                              f"compiled.export_library(path) writes it for a machine that "
+                              f"has one")
+
+    def vm_arguments(self, inputs: list[torch.Tensor]) -> list[Any]:
+        """What ``main`` takes for these inputs: them, and a size-class program's arena
+        sizes and offsets."""
+        args = [_to_tvm(t) for t in inputs]
+        return args + self.arena(inputs) if self.arena is not None else args
+
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         main = self.vm()["main"]
-        results = main(*[_to_tvm(t) for t in inputs])
+        results = main(*self.vm_arguments(list(inputs)))
         outputs: list[torch.Tensor] = []
         for kind, where in self.lowered.outputs:
             if kind == "result":
@@ -124,31 +165,54 @@ class BuiltModule:
             elif kind == "input":
                 outputs.append(inputs[where])
             elif kind == "weight":
-                outputs.append(self._weight(where))
+                outputs.append(self._weight(where).to(self.torch_device))
             else:
                 value, dtype = where
-                outputs.append(torch.tensor(value, dtype=_torch_dtype(dtype)))
+                outputs.append(torch.tensor(value, dtype=_torch_dtype(dtype),
+                                            device=self.torch_device))
         return outputs
+
+    @property
+    def torch_device(self) -> str:
+        return "cpu" if self.kind == "cpu" else "cuda"  # torch names ROCm GPUs cuda too
 
     def _weight(self, name: str) -> torch.Tensor:
         if name not in self._weights:
-            data = np.ascontiguousarray(self.graph.weights[name])
+            data = np.asarray(self.graph.weights[name], order="C")  # keeps 0-d
             self._weights[name] = torch.from_numpy(data.copy())
         return self._weights[name].clone()  # callers may write to outputs
 
     def kernel_sources(self) -> dict[str, str]:
-        """Each kernel's scheduled TIR (TVMScript), keyed by kernel name; the first line
-        names the rule that scheduled it."""
+        """Each kernel's code, keyed by kernel name: for a GPU its generated CUDA source or
+        AMDGPU assembly, else its scheduled TIR (TVMScript); the first line names the rule
+        that scheduled it."""
+        code = self.device_code
+        if code is not None:
+            return {k.name: f"// schedule: {k.schedule}\n" + "\n\n".join(
+                code.kernel_source(n) for n in code.kernels_of(k.name)) for k in self.kernels}
         return {k.name: f"# schedule: {k.schedule}\n{self.mod[k.name].script()}"
                 for k in self.kernels}
 
     def export_library(self, path: str) -> None:
         """Write the compiled program as a shared library (load with
-        ``tvm.runtime.load_module`` and run on ``relax.VirtualMachine``)."""
-        self.executable.export_library(path)
+        ``tvm.runtime.load_module`` and run on ``relax.VirtualMachine``); for a GPU also
+        its binary, a manifest and a small loader beside it (``backends.tvm.artifact``)."""
+        if self.device_code is not None:
+            from backends.tvm.artifact import export_gpu_program
+
+            export_gpu_program(self, path)
+        else:
+            self.executable.export_library(path)
 
     def __repr__(self) -> str:
         return f"BuiltModule({self.num_kernels} kernels, target={self.kind})"
+
+
+def _device_exists(device: tvm.runtime.Device) -> bool:
+    try:
+        return bool(device.exist)
+    except Exception:  # TVM without this GPU's runtime library cannot even ask
+        return False
 
 
 def _to_tvm(t: torch.Tensor) -> tvm.runtime.Tensor:

@@ -41,6 +41,8 @@ class KernelInfo:
     node_names: list[str]
     anchor_op: str
     schedule: str = ""  # the schedule rule that fired, filled in by build
+    timings: dict[str, float] = field(default_factory=dict)  # ms per measured candidate
+    library: dict | None = None  # a library kernel's spec (backends.tvm.tuning.library)
 
 
 @dataclass
@@ -123,7 +125,7 @@ class _Lowerer:
                 oc = data.shape[0]
                 data = data.reshape(oc // CONV_LANES, CONV_LANES, *data.shape[1:])
                 data = data.transpose(0, 2, 3, 4, 1)
-            self.consts[key] = relax.const(np.ascontiguousarray(data), node.dtype)
+            self.consts[key] = relax.const(np.asarray(data, order="C"), node.dtype)
         return self.consts[key]
 
     def operand(self, node: Node, layout: str | None) -> relax.Expr:

@@ -214,11 +214,48 @@ def logical_not(args, attrs, out):
 
 
 def _isnan(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    if dtype_of(x) == "bfloat16":  # TVM has no bfloat16 isnan; widening keeps a NaN a NaN
+        return tirx.isnan(x.astype("float32"))
     return tirx.isnan(x) if is_float(dtype_of(x)) else tirx.const(False, "bool")
 
 
+# TVM folds x * 0 and 0 / x to 0 as it builds the expression, and refuses x / 0: torch
+# gives NaN for an infinite or NaN x (or a zero one, dividing), and +-inf for x / 0.
+
+
+def _zero(x: Operand) -> bool:
+    return isinstance(x, tirx.FloatImm) and x.value == 0
+
+
+def _widened(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    return x.astype("float32") if dtype_of(x) == "bfloat16" else x
+
+
+def _mul(a, b):
+    for x, zero in ((a, b), (b, a)):
+        if _zero(zero) and not isinstance(x, tirx.FloatImm) and is_float(dtype_of(x)):
+            return tirx.Select(tirx.isfinite(_widened(x)), zero, const(math.nan, dtype_of(x)))
+    return a * b
+
+
+def _sub(a, b):
+    """``a - b`` for floats as ``a + (-b)``: TVM's simplifier rewrites a float ``Sub`` as
+    if it were exact (``x - x -> 0``, ``(x + y) - x -> y``), which is NaN for an infinite
+    x in torch; it leaves ``a + b * -1`` alone, and LLVM makes that one ``fsub`` again."""
+    return a + (-b) if is_float(dtype_of(a)) else a - b
+
+
 def _div(a, b):  # true division for floats, floor division for ints (torch floor_divide)
-    return a / b if is_float(dtype_of(a)) else tirx.floordiv(a, b)
+    if not is_float(dtype_of(a)):
+        return tirx.floordiv(a, b)
+    nan = const(math.nan, dtype_of(a))
+    if _zero(b) and not isinstance(a, tirx.FloatImm):
+        inf = const(math.copysign(math.inf, b.value), dtype_of(a))
+        return tirx.Select(tirx.Or(_isnan(a), a == const(0, dtype_of(a))), nan,
+                           tirx.Select(a > const(0, dtype_of(a)), inf, -inf))
+    if _zero(a) and not isinstance(b, tirx.FloatImm):
+        return tirx.Select(tirx.Or(_isnan(b), b == const(0, dtype_of(b))), nan, a)
+    return a / b
 
 
 def _pow(a, b):
@@ -229,8 +266,8 @@ def _pow(a, b):
 
 _BINARY = {
     "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "mul": lambda a, b: a * b,
+    "sub": _sub,
+    "mul": _mul,
     "div": _div,
     "pow": _pow,
     "maximum": lambda a, b: tirx.Select(tirx.Or(a > b, _isnan(a)), a, b),  # NaN wins
@@ -288,6 +325,56 @@ def batch_norm(args, attrs, out):
 # ----- reductions --------------------------------------------------------------------
 
 
+# max_pool2d's window max keeps NaN (a NaN in the window wins) and starts from -inf, not
+# te.max's lowest finite value. Its windows are small and never rfactored; amax/amin
+# below are, and rfactor only knows te.max/te.min, so they flag NaN and all -inf apart.
+nan_max = te.comm_reducer(lambda a, b: tirx.Select(tirx.Or(a > b, _isnan(a)), a, b),
+                          lambda dtype: _lowest(str(dtype)), name="nan_max")
+
+
+def _reduce_expr(reducer: Any, x: te.Tensor, dims: list[int], keep: bool, name: str,
+                 fn: Callable = lambda v: v) -> te.Tensor:
+    """``reducer`` of ``fn(x)`` over ``dims`` (one block, as topi's reductions)."""
+    axes = {d: te.reduce_axis((0, x.shape[d]), name=f"k{d}") for d in dims}
+    shape = [1 if d in axes else n for d, n in enumerate(x.shape) if keep or d not in axes]
+
+    def body(*index):
+        it = iter(index)
+        full = []
+        for d in range(len(x.shape)):
+            if d in axes:
+                if keep:
+                    next(it)
+                full.append(axes[d])
+            else:
+                full.append(next(it))
+        return reducer(fn(x(*full)), axis=list(axes.values()))
+
+    return te.compute(shape, body, name=name)
+
+
+def _extreme(op: str, x: te.Tensor, dims: list[int], keep: bool) -> te.Tensor:
+    """torch.amax/amin: NaN if the reduced values hold one; -inf (amax) / +inf (amin) if
+    all are that, which te.max/te.min, starting from the lowest/highest finite value, miss.
+    A second, int8 reduction flags it: 2 a NaN, 1 a value past the bound, 0 none."""
+    dtype = dtype_of(x)
+    is_max = op == "amax"
+    peak = _reduce_expr(te.max if is_max else te.min, x, dims, keep, f"T_{op}")
+    if not is_float(dtype):
+        return peak
+    bound = const(-math.inf if is_max else math.inf, dtype)
+    two, one, zero = (tirx.const(v, "int8") for v in (2, 1, 0))
+
+    def code(v):
+        inside = v > bound if is_max else v < bound
+        return tirx.Select(_isnan(v), two, tirx.Select(inside, one, zero))
+
+    flag = _reduce_expr(te.max, x, dims, keep, f"T_{op}_flag", code)
+    return te.compute(peak.shape, lambda *i: tirx.Select(
+        flag(*i) == two, const(math.nan, dtype), tirx.Select(flag(*i) == zero, bound,
+                                                             peak(*i))), name=f"T_{op}_nan")
+
+
 def _reduce(op: str) -> OpFn:
     def fn(args, attrs, out):
         x = args[0]
@@ -296,8 +383,9 @@ def _reduce(op: str) -> OpFn:
         keep = attrs.get("keepdim", False)
         acc_dtype = out.dtype
         src = topi.cast(x, acc_dtype) if dtype_of(x) != acc_dtype else x
-        topi_fn = {"sum": topi.sum, "mean": topi.sum, "amax": topi.max, "amin": topi.min}[op]
-        red = topi_fn(src, axis=dims, keepdims=keep) if dims else src
+        if op in ("amax", "amin"):
+            return _extreme(op, src, dims, keep) if dims else src
+        red = topi.sum(src, axis=dims, keepdims=keep) if dims else src
         if op != "mean":
             return red
         count = 1
@@ -316,9 +404,17 @@ def _float_input(x: te.Tensor, dtype: str) -> te.Tensor:
     return x if dtype_of(x) == dtype else topi.cast(x, dtype)
 
 
-def softmax_te(x: te.Tensor, axis: int, log: bool = False) -> te.Tensor:
-    """max -> exp(x - max) -> sum -> normalize (topi's four blocks, with our exp)."""
+def softmax_te(x: te.Tensor, axis: int, log: bool = False, safe: bool = False) -> te.Tensor:
+    """max -> exp(x - max) -> sum -> normalize (topi's four blocks, with our exp).
+    ``safe``: a row that is -inf throughout gives zeros, not NaN (torch's
+    ``_safe_softmax``, which scaled_dot_product_attention uses for fully masked rows)."""
     shape = x.shape
+    if not shape:  # a 0-d softmax is exp(x - x) / exp(x - x): 1 (log: 0), NaN unless finite
+        dtype = dtype_of(x)
+        wide = x().astype("float32") if dtype == "bfloat16" else x()
+        value = const(0 if log else 1, dtype)
+        return te.compute((), lambda: tirx.Select(tirx.isfinite(wide), value,
+                                                  const(math.nan, dtype)), name="T_softmax")
     red_shape = [d for i, d in enumerate(shape) if i != axis]
 
     def full(index, k):
@@ -338,6 +434,11 @@ def softmax_te(x: te.Tensor, axis: int, log: bool = False) -> te.Tensor:
     if log:
         return te.compute(shape, lambda *i: x(*i) - peak(*row(i)) - tirx.log(total(*row(i))),
                           name="T_log_softmax")
+    if safe:  # the row's largest term is exp(0) = 1, so a zero sum means all -inf
+        zero = const(0, dtype_of(x))
+        return te.compute(shape, lambda *i: tirx.Select(total(*row(i)) == zero, zero,
+                                                        e(*i) / total(*row(i))),
+                          name="T_softmax_norm")
     return te.compute(shape, lambda *i: e(*i) / total(*row(i)), name="T_softmax_norm")
 
 
@@ -413,8 +514,8 @@ def _pool2d(op: str) -> OpFn:
             return padded[n, c, i * sh + rh * dh, j * sw + rw * dw]
 
         if op == "max_pool2d":
-            return te.compute(out.shape, lambda n, c, i, j: te.max(window(n, c, i, j),
-                                                                    axis=[rh, rw]),
+            return te.compute(out.shape, lambda n, c, i, j: nan_max(window(n, c, i, j),
+                                                                     axis=[rh, rw]),
                               name="T_max_pool2d")
         total = te.compute(out.shape, lambda n, c, i, j: te.sum(window(n, c, i, j),
                                                                  axis=[rh, rw]),
@@ -576,7 +677,7 @@ def sdpa(args, attrs, out):
 
     s = te.compute(score_shape, masked, name="T_sdpa_mask") if mask or attrs.get("is_causal") \
         else s
-    p = softmax_te(s, r - 1)
+    p = softmax_te(s, r - 1, safe=bool(mask))  # a mask may hide a whole row
     j = te.reduce_axis((0, skv), name="j")
 
     def attend(*index):
@@ -744,3 +845,33 @@ def arange(args, attrs, out):
 @register("full")
 def full(args, attrs, out):
     return te.compute(out.shape, lambda *i: const(attrs["value"], out.dtype), name="T_full")
+
+
+# ----- mixed precision ---------------------------------------------------------------
+# With ``dscompile(dtype="float16"|"bfloat16")`` these ops compute in float32: operands
+# are widened as they are read, the result rounded once at the end. Reductions, so the
+# rounding error grows with the output's precision and not with the reduction's length
+# (bf16 keeps 8 mantissa bits: a 256-term dot product summed in bf16 loses most of them);
+# transcendental functions, which LLVM and CUDA have for float32 only (fp16 ``erf`` has
+# no intrinsic).
+HALF_DTYPES = ("float16", "bfloat16")
+ACCUMULATE_IN_FP32 = ("linear", "matmul", "conv2d", "sdpa", "softmax", "log_softmax",
+                      "layer_norm", "batch_norm", "sum", "mean", "avg_pool2d",
+                      "adaptive_avg_pool2d", "cumsum")
+TRANSCENDENTAL = ("sigmoid", "silu", "tanh", "exp", "log", "sqrt", "rsqrt", "erf", "sin",
+                  "cos", "gelu", "pow")
+
+
+def compute_in_fp32(fn: OpFn) -> OpFn:
+    def widened(args, attrs, out):
+        if out.dtype not in HALF_DTYPES:
+            return fn(args, attrs, out)
+        wide = [topi.cast(a, "float32") if isinstance(a, te.Tensor) and dtype_of(a) in
+                HALF_DTYPES else a for a in args]
+        return topi.cast(fn(wide, attrs, OutType(out.shape, "float32")), out.dtype)
+
+    return widened
+
+
+for _name in ACCUMULATE_IN_FP32 + TRANSCENDENTAL:
+    OP_TABLE[_name] = compute_in_fp32(OP_TABLE[_name])

@@ -12,17 +12,18 @@ from compiler.passes.fold_batch_norm import FoldBatchNorm
 from compiler.passes.fuse import FuseOps
 from compiler.passes.merge_linear_chain import MergeLinearChain
 from compiler.passes.merge_parallel_linear import ParallelLinearToConcatSlice
+from compiler.passes.mixed_precision import MixedPrecision
 from compiler.passes.simplify import Simplify
 
 PASSES = {
     p.name: p
     for p in (Simplify, CommonSubexpressionElimination, ConstantFold, FoldBatchNorm,
               DeadCodeElimination, MergeLinearChain, ParallelLinearToConcatSlice,
-              BatchIndependentLinears, FuseOps)
+              BatchIndependentLinears, MixedPrecision, FuseOps)
 }
 
 __all__ = [
     "PASSES", "BatchIndependentLinears", "CommonSubexpressionElimination", "ConstantFold",
-    "DeadCodeElimination", "FoldBatchNorm", "FuseOps", "MergeLinearChain",
+    "DeadCodeElimination", "FoldBatchNorm", "FuseOps", "MergeLinearChain", "MixedPrecision",
     "ParallelLinearToConcatSlice", "Simplify",
 ]

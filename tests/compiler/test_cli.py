@@ -70,6 +70,10 @@ def test_plan_reports_arena_within_naive(tmp_path):
     out = json.loads(run("plan", CNN, "--json", "--png", str(png)).stdout)
     assert out["lower_bound_bytes"] <= out["arena_bytes"] <= out["naive_bytes"]
     assert png.stat().st_size > 1000
+    program = out["program"]  # what the built program allocates: exactly the plan
+    assert program["route"] == "arena"
+    assert program["allocated_bytes"] == program["planned_bytes"] == out["arena_bytes"]
+    assert out["order"]["captured_arena_bytes"] >= out["arena_bytes"]
 
 
 def test_kernels_lists_sources():
