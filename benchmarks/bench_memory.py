@@ -222,7 +222,9 @@ def child_run(system: str, name: str, workdir: Path, calls: int) -> dict:
         run = lambda: session.run(None, dict(zip(names, feed)))
     else:
         vm = VirtualMachine(tvm.runtime.load_module(str(workdir / "program.so")), tvm.cpu())
-        main, args = vm["main"], [tvm.runtime.tensor(a) for a in feed]
+        with np.load(workdir / "program.weights.npz") as saved:  # main's weight arguments
+            weights = [tvm.runtime.tensor(saved[f"w{i}"]) for i in range(len(saved.files))]
+        main, args = vm["main"], [tvm.runtime.tensor(a) for a in feed] + weights
 
         def run() -> list:
             results = main(*args)

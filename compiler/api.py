@@ -75,6 +75,9 @@ def dscompile(model: torch.nn.Module, example_inputs: Any, target: Any = "cpu", 
     use_cache = cache if cache is not None else default_cache_enabled()
     module = build_module(graph, captured.out_spec, tvm_target, options, records,
                           captured.method, cache=use_cache)
+    from compiler.frozen import FrozenState
+
+    module.frozen = FrozenState(model)
     if dynamic:
         from compiler.dynamic import normalize_dynamic, symbol_ranges
 

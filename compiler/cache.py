@@ -11,10 +11,11 @@ planner arena offsets it would no longer choose).
 
 Entry: ``<dir>/<key[:2]>/<key>/`` with ``program.so`` (``Executable.export_library``)
 and ``meta.json`` (the key's parts, the library's sha256, where each graph output comes
-from, the kernels, the program's memory stats). It is written into a temporary folder
-and renamed into place, so a reader sees a whole entry or none. On load the key, versions
-and checksum are verified; an entry that fails any check, or fails to load, is rebuilt
-and overwritten: never used.
+from, the kernels, the program's memory stats, ``main``'s weight parameters: the weights
+themselves are not in the library, they are packed again from the graph on load). It is
+written into a temporary folder and renamed into place, so a reader sees a whole entry or
+none. On load the key, versions and checksum are verified; an entry that fails any check,
+or fails to load, is rebuilt and overwritten: never used.
 
 Directory: ``DSCOMPILE_CACHE_DIR`` or ``~/.cache/dscompile/compiled``; ``DSCOMPILE_CACHE=0``
 turns the cache off by default, ``dscompile(..., cache=False)`` for one call.
@@ -38,7 +39,7 @@ from ir import Graph
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the entry layout changes
+FORMAT = 3  # bump when the entry layout changes
 _BACKEND_DIR = Path(__file__).resolve().parent.parent / "backends" / "tvm"
 _PLANNING_DIR = Path(__file__).resolve().parent / "planning"  # its offsets are compiled in
 _fingerprint: str | None = None
@@ -189,12 +190,13 @@ class CompileCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
         try:
             library = tmp / "program.so"
-            program.export_library(str(library))
+            program.save_library(str(library))
             meta = {
                 "key": key, "parts": parts, "format": FORMAT,
                 "library_sha256": _sha256_file(library),
                 "outputs": [list(o) for o in program.lowered.outputs],
                 "views": list(program.lowered.views),
+                "weights": [list(w) for w in program.lowered.weights],  # main's parameters
                 "kernels": [asdict(k) for k in program.kernels],
                 "memory": program.memory.to_dict(),
             }
@@ -232,7 +234,8 @@ class CompileCache:
         kernels = [KernelInfo(**k) for k in meta["kernels"]]
         outputs = [(kind, tuple(w) if isinstance(w, list) else w)
                    for kind, w in meta["outputs"]]
-        lowered = LoweredModule(None, kernels, meta["views"], outputs)
+        weights = [(name, layout) for name, layout in meta["weights"]]
+        lowered = LoweredModule(None, kernels, meta["views"], outputs, weights)
         memory = MemoryStats(**meta["memory"])
         arena = None
         if memory.route == "size-class arena":

@@ -57,4 +57,16 @@ class LoweringError(DSCompileError):
 
 
 class NumericsError(DSCompileError):
-    """The compiled module's results differ from eager PyTorch beyond tolerance."""
+    """The compiled module's results differ from eager PyTorch beyond tolerance.
+    ``mismatches``: the outputs that differ; ``culprit``: a ``compiler.culprit.Culprit``
+    (the pass or kernel to blame and ``.ir``, the smallest graph that shows it)."""
+
+    def __init__(self, message: str, mismatches: list | None = None, culprit: object = None):
+        super().__init__(message)
+        self.mismatches = list(mismatches or [])
+        self.culprit = culprit
+
+
+class WeightsChangedError(DSCompileError, RuntimeError):
+    """A parameter or buffer of the model changed after it was compiled: the compiled
+    module holds the weights it was compiled with (shared, or folded into new ones)."""

@@ -40,6 +40,7 @@ class CompiledModule(torch.nn.Module):
         self.options = options
         self.capture_method = capture_method
         self.dim_ranges: dict = {}  # symbolic dim name -> compiler.dynamic.DimSpec
+        self.frozen: Any = None  # compiler.frozen.FrozenState of the model compiled
 
     @property
     def kernels(self) -> list:
@@ -62,9 +63,10 @@ class CompiledModule(torch.nn.Module):
         return getattr(self._program, "device_code", None)
 
     def export_library(self, path: str) -> None:
-        """Write the compiled program to ``path``, a shared library; for a GPU also its
-        binary, a manifest and ``NAME_loader.py`` beside it, which runs it with only tvm
-        and torch installed (``backends.tvm.artifact``)."""
+        """Write the compiled program to ``path``, a shared library, with its weights
+        (``NAME.weights.npz``), a manifest, ``NAME_loader.py`` (which runs it with only tvm
+        and torch installed) and, for a GPU, its binary beside it
+        (``backends.tvm.artifact``)."""
         self._program.export_library(path)
 
     def report(self):
@@ -78,6 +80,8 @@ class CompiledModule(torch.nn.Module):
         require_device = getattr(self._program, "require_device", None)
         if require_device is not None:  # no GPU here: say so, not "move the input to cuda"
             require_device()
+        if self.frozen is not None:
+            self.frozen.check()
         flat = self.check_inputs(args, kwargs)
         outputs = self._program(*flat)
         return pytree.tree_unflatten(list(outputs), self.out_spec)

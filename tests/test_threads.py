@@ -28,8 +28,8 @@ def hammer(compiled, model, make_input) -> list[str]:
             with torch.no_grad():
                 want = model(x)
             if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
-                errors.append(f"thread {seed} call {i}: max error "
-                              f"{(got - want).abs().max().item() if got.shape == want.shape else 'shape'}")
+                error = (got - want).abs().max().item() if got.shape == want.shape else "shape"
+                errors.append(f"thread {seed} call {i}: max error {error}")
 
     threads = [threading.Thread(target=worker, args=(s,)) for s in range(THREADS)]
     for t in threads:

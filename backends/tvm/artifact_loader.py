@@ -1,11 +1,13 @@
-"""Load and run a GPU program that dscompile exported, with torch tensors in and out.
+"""Load and run a program that dscompile exported, with torch tensors in and out.
 
-This file is copied beside every exported GPU program (``NAME_loader.py``) and needs only
+This file is copied beside every exported program (``NAME_loader.py``) and needs only
 ``tvm`` and ``torch``, not dscompile:
 
     from model_loader import load
-    run = load("model.so")           # reads model.json beside it
+    run = load("model.so")           # reads model.json and model.weights.npz beside it
     outputs = run(x.cuda())          # a list, in the order of the graph's outputs
+
+The weights are read once, onto the program's device, and passed on every call.
 
 The library keeps the kernels as TVM wrote them: a ROCm code object, or, for CUDA, the
 CUDA source (TVM compiles CUDA when it loads a module). For CUDA we answer that compile
@@ -20,8 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
-_TVM_DEVICE = {"cuda": "cuda", "rocm": "rocm"}
+FORMAT = 2
+_TVM_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "rocm"}
 
 
 class NoDeviceError(RuntimeError):
@@ -54,13 +56,15 @@ class Program:
         self.manifest = manifest
         kind = manifest["kind"]
         device = getattr(tvm, _TVM_DEVICE[kind])(device_id)
-        if not _exists(device):
+        if kind != "cpu" and not _exists(device):
             raise NoDeviceError(f"no {kind.upper() if kind == 'cuda' else 'ROCm'} device is "
                                 f"present: {library.name} was compiled for {kind} "
                                 f"({manifest['arch']})")
         if kind == "cuda":
             _answer_cuda_compile(library.with_suffix(".cubin"), manifest["source_sha256"])
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
+        self.weights = _load_weights(library.with_suffix(".weights.npz"),
+                                     manifest["weights"], device)
 
     def __call__(self, *inputs: Any) -> list[Any]:
         import torch
@@ -74,7 +78,7 @@ class Program:
                 raise TypeError(f"input {spec['name']}: expected {spec['dtype']}"
                                 f"{spec['shape']}, got {t.dtype}{list(t.shape)}")
         args = [tvm.runtime.from_dlpack(t.contiguous()) for t in inputs]
-        results = self.vm["main"](*args)
+        results = self.vm["main"](*args, *self.weights)
         outputs = []
         for kind, where in self.manifest["outputs"]:
             if kind == "result":
@@ -82,9 +86,28 @@ class Program:
             elif kind == "input":
                 outputs.append(inputs[where])
             else:  # a constant: (value, dtype)
+                device = inputs[0].device if inputs else \
+                    ("cpu" if self.manifest["kind"] == "cpu" else "cuda")
                 outputs.append(torch.tensor(where[0], dtype=getattr(torch, where[1]),
-                                            device=inputs[0].device if inputs else "cuda"))
+                                            device=device))
         return outputs
+
+
+def _load_weights(path: Path, specs: list[dict], device: Any) -> list[Any]:
+    """``main``'s weight arguments, in the manifest's order, on ``device``."""
+    import numpy as np
+    import tvm
+
+    with np.load(path) as saved:
+        arrays = [saved[f"w{i}"] for i in range(len(specs))]
+    out = []
+    for spec, data in zip(specs, arrays):
+        if spec["dtype"] == "bfloat16":  # stored as its bits
+            import ml_dtypes
+
+            data = data.view(ml_dtypes.bfloat16)
+        out.append(tvm.runtime.tensor(data, device))
+    return out
 
 
 def _exists(device: Any) -> bool:

@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from backends.tvm import device_code
+from backends.tvm import weights as weight_layouts
 from backends.tvm.device_code import DeviceCode
 from backends.tvm.lower import KernelInfo, LoweredModule, describe_nodes, lower_graph, tvm_message
 from backends.tvm.memory import ArenaLowering, MemoryStats, SizeClassArena
@@ -56,6 +57,7 @@ def build(graph: Graph, target: Any, *, schedule: bool = True,
     else:
         for k in lowered.kernels:
             k.schedule = "none"
+    mod = drop_unused_weights(mod, lowered, len(graph.inputs))
     memory = ArenaLowering.for_target(memory_plan, lowered.kernels, kind)
     with gpu_toolchain(kind, tvm_target) as device_binary:  # nvcc / ld.lld for GPU targets
         executable = _compile(mod, lowered, unscheduled, graph, tvm_target, kind, memory)
@@ -66,6 +68,25 @@ def build(graph: Graph, target: Any, *, schedule: bool = True,
         program.device_code = device_code.collect(executable, device_binary,
                                                   [k.name for k in lowered.kernels])
     return program
+
+
+def drop_unused_weights(mod: tvm.IRModule, lowered: LoweredModule, graph_inputs: int
+                        ) -> tvm.IRModule:
+    """``main`` without the weight parameters no call reads any more (a kernel that runs in
+    a library holds its weights prepacked), and ``lowered.weights`` to match: they would
+    be packed and passed for nothing."""
+    main = mod["main"]
+    used = set(relax.analysis.free_vars(main.body))
+    weights = main.params[graph_inputs:]
+    if all(w in used for w in weights):
+        return mod
+    keep = [i for i, w in enumerate(weights) if w in used]
+    lowered.weights = [lowered.weights[i] for i in keep]
+    params = main.params[:graph_inputs] + [weights[i] for i in keep]
+    mod = mod.clone()
+    mod["main"] = relax.Function(params, main.body, main.ret_ty, main.is_pure, main.attrs,
+                                 main.span)
+    return mod
 
 
 def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph: Graph,
@@ -116,6 +137,9 @@ class BuiltModule:
         self.arena = arena  # the per-call arena argument of a size-class program
         self._local = threading.local()  # a VM per thread: one VM is not reentrant
         self._weights: dict[str, torch.Tensor] = {}
+        self._weight_args: list[tvm.runtime.Tensor] | None = None  # main's weight params
+        self._weight_lock = threading.Lock()
+        self._pinned: list[torch.Tensor] = []
         self.device_code: DeviceCode | None = None  # GPU binary and source, set by build
         # oneDNN kernels' prepacked weights, rebuilt from the graph (also after a cache load)
         self.library_kernels = library_kernels.bind(self.kernels, graph)
@@ -150,10 +174,30 @@ class BuiltModule:
                               f"has one")
 
     def vm_arguments(self, inputs: list[torch.Tensor]) -> list[Any]:
-        """What ``main`` takes for these inputs: them, and a size-class program's arena
-        sizes and offsets."""
-        args = [_to_tvm(t) for t in inputs]
+        """What ``main`` takes for these inputs: them, the weights, and a size-class
+        program's arena sizes and offsets."""
+        args = [_to_tvm(t) for t in inputs] + self.weight_arguments()
         return args + self.arena(inputs) if self.arena is not None else args
+
+    def weight_arguments(self) -> list[tvm.runtime.Tensor]:
+        """``main``'s weight parameters, made once (``backends.tvm.weights``): on the CPU
+        the graph's arrays themselves where the layout is theirs, packed copies where not;
+        on a GPU copies in its memory."""
+        if self._weight_args is None:
+            with self._weight_lock:
+                if self._weight_args is None:
+                    self._weight_args = [self._weight_argument(name, layout)
+                                         for name, layout in self.lowered.weights]
+        return self._weight_args
+
+    def _weight_argument(self, name: str, layout: str | None) -> tvm.runtime.Tensor:
+        data = weight_layouts.pack(self.graph.weights[name], layout)
+        if self.kind == "cpu":
+            tensor = weight_layouts.as_torch(data)
+            self._pinned.append(tensor)  # tvm's view does not keep torch's memory alive
+            return tvm.runtime.from_dlpack(tensor)
+        self.require_device()
+        return tvm.runtime.tensor(data, self.device)
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         main = self.vm()["main"]
@@ -194,15 +238,17 @@ class BuiltModule:
                 for k in self.kernels}
 
     def export_library(self, path: str) -> None:
-        """Write the compiled program as a shared library (load with
-        ``tvm.runtime.load_module`` and run on ``relax.VirtualMachine``); for a GPU also
-        its binary, a manifest and a small loader beside it (``backends.tvm.artifact``)."""
-        if self.device_code is not None:
-            from backends.tvm.artifact import export_gpu_program
+        """Write the compiled program to ``path`` (a shared library) with its weights, a
+        manifest, a small loader and, for a GPU, its binary beside it
+        (``backends.tvm.artifact``)."""
+        from backends.tvm.artifact import export_program
 
-            export_gpu_program(self, path)
-        else:
-            self.executable.export_library(path)
+        export_program(self, path)
+
+    def save_library(self, path: str) -> None:
+        """Write the shared library alone (the compile cache's entry: weights are packed
+        again from the graph when it is loaded)."""
+        self.executable.export_library(path)
 
     def __repr__(self) -> str:
         return f"BuiltModule({self.num_kernels} kernels, target={self.kind})"

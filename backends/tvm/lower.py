@@ -3,8 +3,9 @@
 A kernel is a fusion group (``node.meta["group"]``) or a lone op (``compiler.kernels``
 decides). Its members' TE computes (``op_table``) are composed inside one ``call_te`` so
 the group becomes one PrimFunc. A kernel made only of ``reshape`` becomes a Relax
-reshape, which TVM's pipeline turns into a no-copy view. Weights are bound as Relax
-constants: they are copied into the executable once, at build time.
+reshape, which TVM's pipeline turns into a no-copy view. Weights are parameters of
+``main`` after the graph inputs, one per (weight, layout) a kernel reads
+(``LoweredModule.weights``; ``backends.tvm.weights`` says why they are not constants).
 """
 
 from __future__ import annotations
@@ -12,23 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import tvm
 from tvm import relax, tirx
 
 from backends.tvm.op_table import OP_TABLE, OutType, const
+from backends.tvm.weights import (
+    CONV_LANES,
+    CONV_PACKED,
+    KN,
+    PACKED,
+    PANEL,
+    packed_shape,
+)
 from compiler.dynamic import tir_dim
 from compiler.errors import LoweringError
 from compiler.kernels import kernel_groups
 from ir import Graph, Node
 from ir.registry import get_op
 
-KN = "KN"  # a linear weight bound transposed, [in, out], for contiguous inner-loop reads
-PANEL = 32  # ... or packed in panels [out / 32, in, 32]: one register tile's columns,
-# contiguous over the whole reduction (a [in, out] row stride of a wide layer thrashes TLB)
-PACKED = "KN32"
-CONV_LANES = 16  # a conv2d weight packed [OC / 16, IC, KH, KW, 16] (OIHW16o): one vector
-CONV_PACKED = "OIHW16o"  # of output channels contiguous, vectorized by the CPU rule
+__all__ = ["CONV_PACKED", "KN", "PACKED", "KernelInfo", "LoweredModule", "lower_graph"]
 
 
 @dataclass
@@ -49,12 +52,14 @@ class KernelInfo:
 class LoweredModule:
     """``mod``: Relax ``main`` + PrimFuncs. ``outputs[i]`` says where graph output ``i``
     comes from: ``("result", k)`` (the k-th value main returns), ``("input", k)``,
-    ``("weight", name)`` or ``("constant", (value, dtype))``."""
+    ``("weight", name)`` or ``("constant", (value, dtype))``. ``weights``: ``main``'s
+    parameters after the graph inputs, as (weight name, layout)."""
 
     mod: tvm.IRModule
     kernels: list[KernelInfo]
     views: list[str] = field(default_factory=list)  # nodes lowered to no-copy reshapes
     outputs: list[tuple[str, Any]] = field(default_factory=list)
+    weights: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def describe_nodes(nodes: list[Node]) -> str:
@@ -92,7 +97,7 @@ class _Lowerer:
         self.pack_conv = pack_conv
         self.symbols: dict[str, tirx.Var] = {}
         self.values: dict[Node, relax.Expr] = {}
-        self.consts: dict[tuple[str, str | None], relax.Constant] = {}
+        self.weight_params: dict[tuple[str, str | None], relax.Var] = {}
         self.kernels: list[KernelInfo] = []
         self.views: list[str] = []
 
@@ -112,21 +117,15 @@ class _Lowerer:
         return relax.TensorType([self.dim(d) for d in node.shape], node.dtype)
 
     # ----- operands ------------------------------------------------------------------
-    def weight(self, node: Node, layout: str | None) -> relax.Constant:
+    def weight(self, node: Node, layout: str | None) -> relax.Expr:
+        """The parameter of ``main`` that passes weight ``node`` in ``layout``."""
         key = (node.name, layout)
-        if key not in self.consts:
-            data = np.asarray(self.graph.weight_data(node))
-            if layout == KN:
-                data = data.T
-            elif layout == PACKED:
-                out_features, in_features = data.shape
-                data = data.reshape(out_features // PANEL, PANEL, in_features).transpose(0, 2, 1)
-            elif layout == CONV_PACKED:
-                oc = data.shape[0]
-                data = data.reshape(oc // CONV_LANES, CONV_LANES, *data.shape[1:])
-                data = data.transpose(0, 2, 3, 4, 1)
-            self.consts[key] = relax.const(np.asarray(data, order="C"), node.dtype)
-        return self.consts[key]
+        if key not in self.weight_params:
+            shape = [self.dim(d) for d in packed_shape(node.shape, layout)]
+            suffix = f"_{layout}" if layout else ""
+            self.weight_params[key] = relax.Var(f"w_{node.name}{suffix}",
+                                                relax.TensorType(shape, node.dtype))
+        return self.weight_params[key]
 
     def operand(self, node: Node, layout: str | None) -> relax.Expr:
         if node.op == "weight":
@@ -147,14 +146,15 @@ class _Lowerer:
         bb = relax.BlockBuilder()
         params = [relax.Var(n.name, self.tensor_type(n)) for n in self.graph.inputs]
         self.values.update(zip(self.graph.inputs, params))
-        with bb.function("main", params):
+        with bb.function("main"):
             with bb.dataflow():
                 for members in kernel_groups(self.graph):
                     self.lower_kernel(bb, members)
                 results, outputs = self.collect_outputs()
                 out = bb.emit_output(relax.Tuple(results))
-            bb.emit_func_output(out)
-        return LoweredModule(bb.get(), self.kernels, self.views, outputs)
+            bb.emit_func_output(out, params=params + list(self.weight_params.values()))
+        return LoweredModule(bb.get(), self.kernels, self.views, outputs,
+                             list(self.weight_params))
 
     def lower_kernel(self, bb: relax.BlockBuilder, members: list[Node]) -> None:
         root = members[-1]

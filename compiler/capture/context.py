@@ -112,7 +112,7 @@ class Context:
 
     def array_weight(self, data: np.ndarray, torch_name: str) -> Node:
         """A new weight holding an array computed at capture (a transposed weight, say)."""
-        return self.graph.add_weight(torch_name, np.ascontiguousarray(data),
+        return self.graph.add_weight(torch_name, np.asarray(data, order="C"),
                                      meta={"torch_name": torch_name})
 
     # ----- operands --------------------------------------------------------------
@@ -143,10 +143,18 @@ _SCALAR_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's data as numpy, sharing the parameter's memory where it can (a second
+    copy of every weight would cost as much as the model). The graph never writes to its
+    weight arrays, and ``CompiledModule`` refuses calls once a parameter of the model was
+    changed in place (``compiler.frozen.FrozenState``)."""
     if tensor.dtype == torch.bfloat16:
         raise Unsupported(why="(bfloat16 weights cannot be held as numpy arrays)")
     ir_dtype(tensor.dtype)
-    return tensor.detach().cpu().contiguous().numpy().copy()
+    data = tensor.detach()
+    if data.device.type != "cpu" or not data.is_contiguous() or data.is_neg() or \
+            data.is_conj():
+        return data.cpu().contiguous().numpy().copy()
+    return data.numpy()
 
 
 def contains_node(value: Any) -> bool:

@@ -160,7 +160,7 @@ def test_export_writes_a_deployable_artifact(tmp_path, target, binary):
     library = tmp_path / "mlp.so"
     compiled.export_library(str(library))
     assert sorted(p.name for p in tmp_path.iterdir()) == \
-        sorted(["mlp.so", f"mlp.{binary}", "mlp.json", "mlp_loader.py"])
+        sorted(["mlp.so", f"mlp.{binary}", "mlp.weights.npz", "mlp.json", "mlp_loader.py"])
     manifest = json.loads((tmp_path / "mlp.json").read_text())
     assert manifest["kind"] == target["kind"] and manifest["binary_format"] == binary
     assert manifest["inputs"] == [{"name": "x", "shape": [8, 64], "dtype": "float32"}]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -120,28 +124,52 @@ def test_non_contiguous_inputs_and_symbolic_batch():
         assert_close(m(xt)[0], F.relu(F.linear(xt, t(g, "w"))))
 
 
-def test_weights_are_constants_bound_once():
+def test_weights_are_parameters_bound_once():
     g = Graph()
     x = g.add_input("x", TensorType((4, 8), "float32"))
     w = weight(g, "w", 8, 8)
+    b = weight(g, "b", 8)
     h = g.call("linear", [x, w])
-    g.outputs = [g.call("linear", [h, w])]
+    g.outputs = [g.call("add", [g.call("linear", [h, w]), b])]
     m = build(g, "cpu")
     main = m.mod["main"]
-    assert [p.name for p in main.params] == ["x"]
+    # one parameter per (weight, layout) the kernels read, after the graph's inputs
+    assert [p.name for p in main.params] == ["x", "w_w_KN", "w_b"]
+    assert m.lowered.weights == [("w", "KN"), ("b", None)]
     xt = torch.randn(4, 8)
-    assert_close(m(xt)[0], F.linear(F.linear(xt, t(g, "w")), t(g, "w")))
+    assert_close(m(xt)[0], F.linear(F.linear(xt, t(g, "w")), t(g, "w")) + t(g, "b"))
+    first = m.weight_arguments()
+    m(xt)
+    assert all(a is b for a, b in zip(first, m.weight_arguments()))  # made once
+    packed, bias = first
+    np.testing.assert_array_equal(packed.numpy(), g.weights["w"].T)
+    # a weight in the IR's own layout is the graph's array itself, not a copy
+    if g.weights["b"].ctypes.data % 64 == 0:
+        assert torch.from_dlpack(bias).data_ptr() == g.weights["b"].ctypes.data
 
 
 def test_kernel_sources_and_export(tmp_path):
     g = Graph()
     x = g.add_input("x", TensorType((4, 16), "float32"))
-    g.outputs = [g.call("relu", [x])]
+    w, b = weight(g, "w", 32, 16), weight(g, "b", 32)
+    g.outputs = [g.call("relu", [g.call("linear", [x, w, b], meta={"group": 0})],
+                        meta={"group": 0})]
     m = build(g, "cpu")
     (name, source), = m.kernel_sources().items()
-    assert name == m.kernels[0].name and source.startswith("# schedule: injective")
-    m.export_library(str(tmp_path / "lib.so"))
-    assert (tmp_path / "lib.so").stat().st_size > 0
+    assert name == m.kernels[0].name and source.startswith("# schedule: matmul")
+    library = tmp_path / "lib.so"
+    m.export_library(str(library))
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["lib.json", "lib.so", "lib.weights.npz", "lib_loader.py"]
+    # the loader runs the program with tvm and torch alone, weights read from the npz
+    xt = torch.randn(4, 16)
+    torch.save(xt, tmp_path / "x.pt")
+    script = ("import torch, lib_loader; run = lib_loader.load('lib.so'); "
+              "torch.save(run(torch.load('x.pt'))[0], 'y.pt')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert_close(torch.load(tmp_path / "y.pt"), F.relu(F.linear(xt, t(g, "w"), t(g, "b"))))
 
 
 def test_conv_with_a_pad_epilogue():

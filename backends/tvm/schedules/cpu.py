@@ -510,5 +510,6 @@ class Fallback(Rule):
         return sch
 
 
-RULES: list[Rule] = [Matmul(), PackedConv2d(), Conv2d(), DepthwiseConv2d(), Reduction(), Injective()]
+RULES: list[Rule] = [Matmul(), PackedConv2d(), Conv2d(), DepthwiseConv2d(), Reduction(),
+                     Injective()]
 FALLBACK = Fallback()

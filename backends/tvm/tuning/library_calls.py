@@ -3,7 +3,7 @@
 A call site that runs in the library gets a PrimFunc of its own whose body is one
 ``call_packed("dscompile.library.run", id, inputs..., out)``, and its ``call_tir`` in
 ``main`` is pointed at that PrimFunc with only the activations as arguments (the weights
-live prepacked in the library kernel, so their constants drop out of the program).
+live prepacked in the library kernel, so their parameters drop out of the call).
 Staying a ``call_tir`` keeps everything downstream unchanged: the output is allocated,
 and placed by the memory plan, like any kernel's.
 """
@@ -30,10 +30,12 @@ def wrapper(spec: LibrarySpec, dtype: str = "float32") -> tirx.PrimFunc:
     return te.create_prim_func([*inputs, out]).without_attr("global_symbol")
 
 
-def route_to_library(mod: tvm.IRModule, kernels: list[Any]) -> tvm.IRModule:
+def route_to_library(mod: tvm.IRModule, kernels: list[Any], graph_inputs: int
+                     ) -> tvm.IRModule:
     """Point each library kernel's call (``KernelInfo.library`` set) at a wrapper
     PrimFunc, renaming the kernel after it. ``main`` calls the kernels in the order of
-    ``kernels`` (lowering emits one call per kernel)."""
+    ``kernels`` (lowering emits one call per kernel); its parameters after the first
+    ``graph_inputs`` are weights (``backends.tvm.weights``)."""
     wanted = [k for k in kernels if k.library]
     if not wanted:
         return mod
@@ -45,6 +47,7 @@ def route_to_library(mod: tvm.IRModule, kernels: list[Any]) -> tvm.IRModule:
     mod = builder.get()
     main_gv = mod.get_global_var("main")
     main = mod[main_gv]
+    weights = set(main.params[graph_inputs:])
     pending = iter(kernels)
     blocks = []
     for block in main.body.blocks:
@@ -57,7 +60,7 @@ def route_to_library(mod: tvm.IRModule, kernels: list[Any]) -> tvm.IRModule:
                     raise AssertionError(f"main calls {value.args[0].name_hint} where kernel "
                                          f"{kernel.name} was expected")
                 if kernel.library:
-                    value = _library_call(wrappers[id(kernel)], kernel, value)
+                    value = _library_call(wrappers[id(kernel)], kernel, value, weights)
             bindings.append(relax.VarBinding(binding.var, value))
         kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) \
             else relax.BindingBlock
@@ -68,9 +71,11 @@ def route_to_library(mod: tvm.IRModule, kernels: list[Any]) -> tvm.IRModule:
     return mod
 
 
-def _library_call(gvar: tvm.ir.GlobalVar, kernel: Any, call: relax.Call) -> relax.Call:
+def _library_call(gvar: tvm.ir.GlobalVar, kernel: Any, call: relax.Call,
+                  weights: set[relax.Var]) -> relax.Call:
     spec = LibrarySpec.from_dict(kernel.library)
-    acts = [a for a in call.args[1].fields if isinstance(a, relax.Var)]  # weights: constants
+    acts = [a for a in call.args[1].fields
+            if isinstance(a, relax.Var) and a not in weights]
     if len(acts) != len(spec.inputs):
         raise AssertionError(f"kernel {kernel.name}: {len(acts)} activation arguments, the "
                              f"library spec has {len(spec.inputs)}")

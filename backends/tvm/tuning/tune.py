@@ -105,7 +105,7 @@ def tune_module(mod: tvm.IRModule, kernels: list[Any], target: tvm.target.Target
                 k.timings = {n: float(f"{t:.4g}") for n, t in choice.decision.times_ms.items()}
     finally:
         progress.close()
-    return route_to_library(mod, kernels)
+    return route_to_library(mod, kernels, len(graph.inputs))
 
 
 @dataclass
