@@ -1,5 +1,6 @@
 """Random-graph differential testing at scale: generate models, compile each, compare with
-eager torch, count the outcomes, and shrink and save every failure.
+eager torch (on the example inputs, random ones, and with NaN/Inf planted), count the
+outcomes, and shrink and save every failure.
 
     python benchmarks/fuzz.py --count 1000 --opt-level 2 [--start 0] [--no-shrink]
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import time
 import warnings
@@ -39,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-shrink", action="store_true", help="save failures unshrunk")
     parser.add_argument("--shrink-budget", type=float, default=300.0, help="seconds each")
     parser.add_argument("--save-dir", type=Path, default=REGRESSIONS)
+    parser.add_argument("--cache", action="store_true",
+                        help="store each build in the compile cache (off: thousands of "
+                             "one-off entries would fill the disk)")
     args = parser.parse_args(argv)
+    if not args.cache:
+        os.environ["DSCOMPILE_CACHE"] = "0"
     warnings.filterwarnings("ignore")
 
     counts: collections.Counter[str] = collections.Counter()
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_case(spec, args.opt_level)
         counts[outcome.kind] += 1
         if outcome.kind == "refused":
-            refusals[outcome.detail.splitlines()[0][:120]] += 1
+            refusals[outcome.reason or outcome.detail.splitlines()[0][:120]] += 1
         if outcome.failed:
             print(f"seed {seed}: {outcome.kind}: {outcome.detail.splitlines()[0][:300]}",
                   flush=True)

@@ -37,15 +37,15 @@ def kernel_inputs(members: list[Node]) -> list[Node]:
     return seen
 
 
-def kernel_graph(members: list[Node]) -> Graph:
+def kernel_graph(members: list[Node], weights: dict | None = None) -> Graph:
     """A kernel as a graph of its own: outside operands become inputs (weights stay
-    weights, with their data), the root is the output. The smallest program that
-    shows what one kernel computes."""
+    weights, with their data when ``weights``, the source graph's, is given), the root is
+    the output. The smallest program that shows what one kernel computes."""
     sub = Graph()
     mapping: dict[Node, Node] = {}
     for i in kernel_inputs(members):
         if i.op == "weight":
-            mapping[i] = sub.add_weight(i.name, None, i.type)
+            mapping[i] = sub.add_weight(i.name, (weights or {}).get(i.name), i.type)
         elif i.op == "constant":
             mapping[i] = sub.add_constant(i.attrs["value"], i.dtype, name=i.name)
         else:

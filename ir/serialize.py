@@ -29,7 +29,7 @@ def to_json(graph: Graph) -> str:
     for name, data in graph.weights.items():
         if data is not None:
             buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(data), allow_pickle=False)
+            np.save(buf, np.asarray(data, order="C"), allow_pickle=False)  # keeps 0-d
             weights[name] = base64.b64encode(buf.getvalue()).decode("ascii")
     meta = {n.name: n.meta for n in graph.nodes if n.meta}
     return json.dumps({"format": "dscompile-ir", "version": FORMAT_VERSION, "text": str(graph),
@@ -46,6 +46,10 @@ def from_json(text: str) -> Graph:
     if doc.get("version") != FORMAT_VERSION:
         raise IRFileError(f"IR file version {doc.get('version')}, this dscompile reads "
                           f"{FORMAT_VERSION}")
+    if not isinstance(doc.get("text"), str) or not isinstance(doc.get("weights", {}), dict) \
+            or not isinstance(doc.get("meta", {}), dict):
+        raise IRFileError("damaged dscompile IR file: 'text' must be a string, 'weights' and "
+                          "'meta' objects")
     graph = parse(doc["text"])
     for name, b64 in doc.get("weights", {}).items():
         if name not in graph.weights:
@@ -55,6 +59,9 @@ def from_json(text: str) -> Graph:
         except Exception as e:  # numpy raises several types for damaged bytes
             raise IRFileError(f"weight {name!r} is damaged: {e}") from None
     for name, meta in doc.get("meta", {}).items():
+        if not isinstance(meta, dict) or not any(n.name == name for n in graph.nodes):
+            raise IRFileError(f"damaged meta of %{name} (not a node of its graph, or not an "
+                              f"object)")
         graph.node(name).meta.update(meta)
     return graph
 
@@ -65,6 +72,11 @@ def save(graph: Graph, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> Graph:
+    """A graph from a ``.dsir`` or ``.json`` file. A malformed text raises ``IRParseError``
+    (line and column); a file that is not one of ours, or damaged, ``IRFileError``."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise IRFileError(f"{path}: not a text file (corrupted?): {e}") from None
     return from_json(text) if path.suffix == ".json" else parse(text)

@@ -1,5 +1,5 @@
-"""End to end: every zoo model compiled for CPU matches eager PyTorch, returns the
-model's own output structure, and refuses calls it was not compiled for."""
+"""End to end: every zoo model compiled for CPU matches eager PyTorch and returns the
+model's own output structure (calls it was not compiled for: tests/test_bad_inputs.py)."""
 
 from collections import namedtuple
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from compiler import InputMismatchError, dscompile
+from compiler import dscompile
 from examples.models import ZOO
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -59,56 +59,3 @@ def test_keyword_inputs():
     x, y = torch.randn(2, 8), torch.randn(3)
     compiled = dscompile(model, {"x": x, "y": y}, check="off")
     assert_close(compiled(x=x, y=y)["hidden"], model.fc(x))
-
-
-@pytest.fixture(scope="module")
-def compiled_mlp():
-    model, (x,) = ZOO["mlp"]()
-    return dscompile(model, (x,), check="off"), x
-
-
-def test_wrong_shape_says_expected_and_got(compiled_mlp):
-    compiled, x = compiled_mlp
-    with pytest.raises(InputMismatchError, match=r"compiled for shape \[8, 64\], got \[4, 64\]"):
-        compiled(torch.randn(4, 64))
-
-
-def test_wrong_dtype(compiled_mlp):
-    compiled, x = compiled_mlp
-    with pytest.raises(InputMismatchError, match="compiled for dtype float32, got float64"):
-        compiled(x.double())
-
-
-def test_wrong_number_of_inputs(compiled_mlp):
-    compiled, x = compiled_mlp
-    with pytest.raises(InputMismatchError, match=r"1 tensor input\(s\).*called with 2"):
-        compiled(x, x)
-
-
-def test_wrong_device(compiled_mlp):
-    compiled, x = compiled_mlp
-    with pytest.raises(InputMismatchError, match="compiled for device 'cpu', got a tensor on"):
-        compiled(x.to("meta"))
-
-
-def test_requires_grad_is_refused_with_a_reason(compiled_mlp):
-    compiled, x = compiled_mlp
-    with pytest.raises(InputMismatchError, match="inference-only"):
-        compiled(x.clone().requires_grad_())
-    with torch.no_grad():
-        compiled(x.clone().requires_grad_())  # fine where no gradient is being recorded
-
-
-def test_nan_and_inf_propagate_like_eager():
-    model, (x,) = ZOO["mlp"]()
-    compiled = dscompile(model, (x,), check="off")
-    bad = x.clone()
-    bad[0, 0] = float("nan")
-    bad[1, :] = float("inf")
-    bad[2, 3] = float("-inf")
-    with torch.no_grad():
-        expected = model(bad)
-    out = compiled(bad)
-    assert torch.equal(torch.isnan(out), torch.isnan(expected))
-    assert torch.isnan(out[0]).all()
-    torch.testing.assert_close(out, expected, rtol=RTOL, atol=ATOL, equal_nan=True)

@@ -136,14 +136,43 @@ def _capture_dynamic(model: torch.nn.Module, inputs: Inputs,
     return CaptureResult(graph, out_spec, inputs.spec, "export")
 
 
+def training_semantics(module: torch.nn.Module) -> str | None:
+    """What ``module`` does differently in training mode, or None if nothing."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    if isinstance(module, _BatchNorm) and module.track_running_stats:
+        return "would normalize with each batch's statistics and update its running ones"
+    if isinstance(module, _InstanceNorm) and module.track_running_stats:
+        return "would update its running statistics"
+    if isinstance(module, _DropoutNd) and module.p > 0:
+        return f"would zero random elements (p={module.p})"
+    if isinstance(module, torch.nn.RReLU):
+        return "would draw random negative slopes"
+    if isinstance(module, torch.nn.MultiheadAttention) and module.dropout > 0:
+        return f"would drop random attention weights (p={module.dropout})"
+    return None
+
+
 def check_eval_mode(model: torch.nn.Module) -> None:
-    """dscompile compiles inference: a model in training mode (dropout active, batch norm
-    on batch statistics) would not mean what the user runs later."""
-    if model.training:
-        raise CaptureError(
-            f"{type(model).__name__} is in training mode; call model.eval() before "
-            "compiling (dscompile compiles inference only: dropout off, batch norm on its "
-            "running statistics)")
+    """dscompile compiles inference and refuses training semantics rather than compile
+    them: batch norm on batch statistics and random dropout differ on every call, and
+    updating running statistics is a side effect a compiled program does not have. The
+    error names each module in training mode that would behave differently, and why."""
+    reasons = [f"{name or type(model).__name__} ({type(m).__name__}) {why}"
+               for name, m in model.named_modules() if m.training
+               and (why := training_semantics(m))]
+    if not model.training and not reasons:  # a stray .train() on a plain submodule is moot
+        return
+    detail = "\n  ".join(reasons) or (
+        "none of its modules is a BatchNorm or Dropout, but forward may read self.training")
+    which = f"{type(model).__name__} is" if model.training else \
+        f"{len(reasons)} submodule(s) of {type(model).__name__} are"
+    raise CaptureError(
+        f"{which} in training mode: call model.eval() before compiling (dscompile compiles "
+        f"inference only, dropout off and batch norm on its running statistics, and does "
+        f"not compile training semantics). In training mode:\n  {detail}")
 
 
 def _split(example_inputs: Any, example_kwargs: dict | None) -> tuple[tuple, dict]:

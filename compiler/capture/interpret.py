@@ -173,21 +173,29 @@ def eval_node(node: Node, args: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def run_graph_numpy(graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Run ``graph`` on numpy (or torch) ``inputs``, one per ``graph.inputs``; returns the
-    outputs as numpy arrays."""
+def run_graph_values(graph: Graph, inputs: Sequence[Any]) -> dict[Node, torch.Tensor]:
+    """Every node's value when ``graph`` runs on ``inputs`` (numpy arrays or torch tensors,
+    one per ``graph.inputs``), as torch tensors: bfloat16 has no numpy dtype."""
     if len(inputs) != len(graph.inputs):
         raise ValueError(f"graph takes {len(graph.inputs)} inputs, got {len(inputs)}")
-    values: dict[int, torch.Tensor] = {}
+    values: dict[Node, torch.Tensor] = {}
     for node, value in zip(graph.inputs, inputs):
-        values[id(node)] = torch.as_tensor(np.asarray(value)).to(_dtype(node.dtype))
+        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        values[node] = tensor.detach().cpu().to(_dtype(node.dtype))
     for node in graph.nodes:
         if node.op == "input":
             continue
         if node.op == "weight":
-            values[id(node)] = torch.from_numpy(np.ascontiguousarray(graph.weight_data(node)))
+            values[node] = torch.from_numpy(np.asarray(graph.weight_data(node), order="C"))
         elif node.op == "constant":
-            values[id(node)] = torch.tensor(node.attrs["value"], dtype=_dtype(node.dtype))
+            values[node] = torch.tensor(node.attrs["value"], dtype=_dtype(node.dtype))
         else:
-            values[id(node)] = eval_node(node, [values[id(i)] for i in node.inputs])
-    return [values[id(o)].numpy() for o in graph.outputs]
+            values[node] = eval_node(node, [values[i] for i in node.inputs])
+    return values
+
+
+def run_graph_numpy(graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run ``graph`` on numpy (or torch) ``inputs``, one per ``graph.inputs``; returns the
+    outputs as numpy arrays."""
+    values = run_graph_values(graph, inputs)
+    return [values[o].numpy() for o in graph.outputs]

@@ -20,8 +20,8 @@ from ir import Graph, Node
 def _freeze(value):
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
-    if isinstance(value, float) and value != value:
-        return ("nan",)  # nan != nan, but two nan attrs mean the same
+    if isinstance(value, float):  # by bits: 0.0 == -0.0 but x / -0.0 is -inf, and
+        return ("float", value.hex())  # nan != nan, yet two nan attrs mean the same
     return (type(value).__name__, value)
 
 

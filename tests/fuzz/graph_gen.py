@@ -468,6 +468,20 @@ def _split(st: Any, node: dict, xs: list) -> Any:
     return pieces[node["take"] % count]
 
 
+@handler("gather")
+def _gather(st: Any, node: dict, xs: list) -> Any:
+    """torch.gather(x, dim, ids): ids an int64 input whose values index ``dim``."""
+    return torch.gather(xs[0], node["dim"], xs[1])
+
+
+@handler("index")
+def _index(st: Any, node: dict, xs: list) -> Any:
+    """x[:, .., ids1, ids2, ..]: advanced indexing of adjacent axes from ``first`` by int
+    tensors (negative ids count from the end)."""
+    x, *ids = xs
+    return x[(slice(None),) * node["first"] + tuple(ids)]
+
+
 @handler("pad")
 def _pad(st: Any, node: dict, xs: list) -> Any:
     return F.pad(xs[0], tuple(node["pads"]), value=node.get("value", 0.0))
@@ -519,7 +533,7 @@ def make_input(node: dict, double: bool = False) -> torch.Tensor:
     if dtype == "bool":
         return torch.rand(shape, generator=gen) > 0.5
     if dtype in ("int64", "int32"):
-        return torch.randint(0, node.get("high", 10), shape, generator=gen,
+        return torch.randint(node.get("low", 0), node.get("high", 10), shape, generator=gen,
                              dtype=getattr(torch, dtype))
     value = torch.randn(shape, generator=gen, dtype=getattr(torch, dtype))
     return value.double() if double else value
@@ -540,20 +554,25 @@ def perturb(value: torch.Tensor, index: int) -> torch.Tensor:
 
 
 def agrees(value: torch.Tensor, reference: torch.Tensor) -> bool:
-    """Whether a float32 result is within a tenth of the float32 tolerance of the same
-    computation in the (perturbed) float64 twin; ints and bools must be equal. If not, the
-    graph is ill-conditioned (a layer norm of a nearly constant row, a comparison of a
-    computed value at its threshold) and no compiler could match eager reliably."""
+    """Whether a float result is within a tenth of its dtype's tolerance (the guard's) of
+    the same computation in the (perturbed) float64 twin; ints and bools must be equal. If
+    not, the graph is ill-conditioned (a layer norm of a nearly constant row, a comparison
+    of a computed value at its threshold) and no compiler could match eager reliably."""
+    from compiler.guard import tolerance
+
     if not value.is_floating_point():
         return torch.equal(value, reference.to(value.dtype))
+    rtol, atol = tolerance(value.dtype if value.dtype != torch.float64 else torch.float32)
     v, ref = value.double(), reference.double()
-    finite = torch.isfinite(ref)
-    if not torch.equal(finite, torch.isfinite(v)) or not torch.equal(v[~finite], ref[~finite]):
+    nan, inf = torch.isnan(ref), torch.isinf(ref)
+    if not torch.equal(nan, torch.isnan(v)) or not torch.equal(inf, torch.isinf(v)) \
+            or not torch.equal(v[inf], ref[inf]):
         return False
+    finite = ~nan & ~inf
     if not finite.any():
         return True
     err = float((v[finite] - ref[finite]).abs().max())
-    return err <= 1e-6 + 1e-5 * float(ref[finite].abs().max())
+    return err <= (atol + rtol * float(ref[finite].abs().max())) / 10
 
 
 def outputs_of(spec: Spec) -> list[int]:

@@ -659,6 +659,73 @@ def r_int_ops(g: Gen) -> None:
             g.add("where", [mask, ids], scalar=0)
 
 
+def r_gather(g: Gen) -> None:
+    """torch.gather along a random dim with int64 ids from an input (in range)."""
+    x = g.pick(at_least(1))
+    if x is None:
+        return
+    shape = list(g.shape(x))
+    dim = g.rng.randrange(len(shape))
+    ids_shape = [g.rng.randint(1, d) if i != dim and g.coin(0.3) else d
+                 for i, d in enumerate(shape)]
+    ids_shape[dim] = g.rng.randint(1, shape[dim] + 2)  # fewer, as many or more ids than rows
+    ids = g.add_input(ids_shape, "int64", high=shape[dim])
+    if g.add("gather", [x, ids], dim=dim - len(shape) if g.coin(0.3) else dim) is None:
+        g.pop()
+
+
+def r_index(g: Gen) -> None:
+    """x[ids] or x[:, ids1, ids2]: advanced indexing by int inputs, some ids negative."""
+    x = g.pick(at_least(1))
+    if x is None:
+        return
+    shape = g.shape(x)
+    k = 2 if len(shape) >= 2 and g.coin(0.3) else 1
+    first = g.rng.randint(0, len(shape) - k)
+    ids_shape = g.choice([[g.rng.randint(1, 5)], [g.rng.randint(1, 3), g.rng.randint(1, 3)]])
+    made = 0
+    for axis in range(first, first + k):
+        low = -shape[axis] if g.coin(0.3) else 0
+        g.add_input(ids_shape, "int64", high=shape[axis], **({"low": low} if low else {}))
+        made += 1
+    ids = list(range(len(g.prog.spec) - made, len(g.prog.spec)))
+    if g.add("index", [x, *ids], first=first) is None:
+        for _ in range(made):
+            g.pop()
+
+
+HALF_UNARY = ("relu", "sigmoid", "tanh", "silu", "gelu", "neg", "abs", "exp", "sin",
+              "hardswish", "leaky_relu", "clamp")
+
+
+def r_half(g: Gen) -> None:
+    """A float32 value cast to float16 or bfloat16 and 1-3 ops in that dtype. Its values
+    stay in it (outputs judged at its own tolerance): cast back, its rounding would be
+    judged at float32's."""
+    x = g.pick()
+    if x is None:
+        return
+    y = g.add("cast", [x], dtype=g.choice(["float16", "float16", "bfloat16"]))
+    for _ in range(g.rng.randint(1, 3) if y is not None else 0):
+        kind = g.choice(["unary", "unary", "scalar", "square", "softmax", "reduce", "matmul"])
+        rank = len(g.shape(y))
+        if kind == "unary":
+            z = g.add("unary", [y], fn=g.choice(HALF_UNARY))
+        elif kind == "scalar":
+            z = g.add("binary", [y], fn=g.choice(["add", "mul", "sub"]),
+                      scalar=g.choice([0.5, 2.0, -1.5]))
+        elif kind == "square":
+            z = g.add("binary", [y, y], fn=g.choice(["mul", "add", "maximum"]))
+        elif kind == "softmax":
+            z = g.add("softmax", [y], fn="softmax", dim=-1)
+        elif kind == "reduce":
+            z = g.add("reduce", [y], fn=g.choice(["sum", "mean", "amax"]), dims=[rank - 1],
+                      keepdim=g.coin())
+        else:
+            z = g.add("matmul", [y], self_t=True) if rank >= 2 else None
+        y = z if z is not None else y
+
+
 def r_fill(g: Gen) -> None:
     """A value that reads no input: full, full_like, ones_like (an output that is a
     constant, or a constant operand)."""
@@ -702,6 +769,7 @@ RECIPES: list[tuple[Callable[[Gen], None], float]] = [
     (r_conv_bn_act, 3), (r_conv_residual, 2), (r_pool, 1.2), (r_head, 0.8),
     (r_conv_to_seq, 0.5), (r_matmul, 1), (r_embedding, 0.7), (r_mark_output, 0.4),
     (r_anchor_epilogue, 3), (r_int_ops, 0.7), (r_fill, 0.4), (r_shared_conv, 0.6),
+    (r_gather, 0.5), (r_index, 0.5), (r_half, 0.8),
 ]
 RECIPE_BY_NAME = {f.__name__.removeprefix("r_"): f for f, _ in RECIPES}
 

@@ -66,8 +66,9 @@ def test_regressions(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         outcome = run_case(record["spec"], record["opt_level"])
-    assert outcome.kind in ("ok", "refused"), f"{path.name}\n{format_spec(record['spec'])}\n" \
-                                              f"{outcome}"
+    allowed = ("ok",) if record["outcome"] == "refused" else ("ok", "refused")  # a wrong
+    # refusal (of an op we support) stays fixed only if it now compiles
+    assert outcome.kind in allowed, f"{path.name}\n{format_spec(record['spec'])}\n{outcome}"
 
 
 def test_generator_is_deterministic_and_valid() -> None:
