@@ -17,6 +17,12 @@ the group is convex by construction. A layout chain such as slice -> reshape -> 
 (attention heads) is one copy kernel. Injective producers are not fused *before* an
 anchor in this version; opaque ops stay ungrouped, and a lone ``reshape`` stays
 ungrouped so the backend can make it a no-copy view.
+
+A chain also stops where inlining it would copy the head's expression too often: each
+fused op's expression repeats its operand's (a NaN-keeping relu reads it twice, the
+vectorizable exp 29 times), so a chain's expression grows with the product of those
+counts. Past ``MAX_EXPRESSION_COPIES`` (exp of a sigmoid, 841 copies) TVM's passes take
+minutes or never finish; the next op starts a kernel of its own instead.
 """
 
 from __future__ import annotations
@@ -28,6 +34,19 @@ from ir.registry import get_op
 
 STARTS = ("anchor", "reduction", "elementwise", "injective")
 HEADS = ("anchor", "reduction")
+
+# How many times an op's lowering (backends/tvm/op_table.py) reads its operand, where
+# more than once; every other op reads each operand once. A test holds the backend to it.
+OPERAND_READS = {"relu": 2, "leaky_relu": 3, "clamp": 4, "relu6": 4, "hardsigmoid": 4,
+                 "hardswish": 5, "maximum": 3, "minimum": 3, "exp": 29, "sigmoid": 29,
+                 "silu": 30, "erf": 23, "gelu": 24}
+MAX_EXPRESSION_COPIES = 256
+
+
+def expression_copies(root: Node, user: Node) -> int:
+    """How many copies of ``root``'s expression ``user``'s expression holds when the
+    root is inlined into it."""
+    return OPERAND_READS.get(user.op, 1) * sum(1 for i in user.inputs if i is root)
 
 
 def kind(node: Node) -> str:
@@ -54,8 +73,11 @@ class FuseOps(Pass):
             if "group" in node.meta or kind(node) not in STARTS:
                 continue
             node.meta["group"] = next_id
-            root = node
+            root, copies = node, 1
             while has_single_user(root, graph) and can_absorb(graph, root, root.users[0]):
+                copies *= expression_copies(root, root.users[0])
+                if copies > MAX_EXPRESSION_COPIES:
+                    break
                 root = root.users[0]
                 root.meta["group"] = next_id
             if root is node and node.op == "reshape":  # a lone reshape: a view, no kernel

@@ -186,3 +186,53 @@ def test_conv_with_a_pad_epilogue():
     xt = torch.randn(1, 3, 17, 17)
     ref = F.pad(F.relu6(F.conv2d(xt, t(g, "w"), t(g, "b"), stride=2)), (1, 1, 1, 1))
     assert_close(m(xt)[0], ref)
+
+
+BOOL_OUT = ("eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not")
+
+
+def operand_reads(op: str) -> int:
+    """How many times the lowering of ``op`` reads its first operand, counted in the
+    TIR of a kernel made of that op alone."""
+    from tvm import te
+
+    from backends.tvm.op_table import OP_TABLE, OutType
+    from ir.registry import get_op
+
+    arity = get_op(op).arity if isinstance(get_op(op).arity, int) else get_op(op).arity[0]
+    x = te.placeholder((8,), "bool" if op == "where" else "float32", name="first")
+    others = [te.placeholder((8,), "float32", name=f"other{i}") for i in range(arity - 1)]
+    attrs = {"min": 0.0, "max": 6.0} if op == "clamp" else {"dtype": "float16"} \
+        if op == "cast" else {}
+    out = OutType((8,), "bool" if op in BOOL_OUT else "float16" if op == "cast" else "float32")
+    func = te.create_prim_func([x, *others, OP_TABLE[op]([x, *others], attrs, out)])
+    return func.script().split("T.writes")[1].count("first[")
+
+
+def test_fusion_knows_how_often_each_lowering_reads_its_operand():
+    # FuseOps bounds a chain's inlined expression by these counts; one that undercounts
+    # lets a chain grow until TVM's passes hang (a fuzz case: sigmoid -> exp -> gelu).
+    from compiler.passes.fuse import OPERAND_READS
+    from ir.registry import OPS
+
+    for op in sorted(n for n, d in OPS.items() if d.kind == "elementwise"):
+        if op == "batch_norm":  # folded into its conv, or lowered with its statistics
+            continue
+        assert operand_reads(op) <= OPERAND_READS.get(op, 1), op
+
+
+def test_a_long_transcendental_chain_builds_quickly():
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 8), "float32"))
+    y = x
+    for op in ("sigmoid", "exp", "gelu", "silu", "exp", "sigmoid"):
+        y = g.call(op, [y])
+    g.outputs = [y]
+    from compiler.pipelines import optimize
+
+    graph, _ = optimize(g, opt_level=2)
+    # [sigmoid, exp], [gelu, silu], [exp, sigmoid]: 29, 30, 29 copies each
+    assert len({n.meta['group'] for n in graph.ops()}) == 3
+    xt = torch.randn(1, 3, 8)
+    expected = torch.sigmoid(torch.exp(F.silu(F.gelu(torch.exp(torch.sigmoid(xt))))))
+    assert_close(build(graph, "cpu")(xt)[0], expected)

@@ -190,3 +190,18 @@ def test_check_partition_rejects_leaves_and_opaque_ops():
         check_partition(with_groups(text, {"table": 0}))
     with pytest.raises(PartitionError, match="opaque"):
         check_partition(with_groups(text, {"e": 0, "r": 0}))
+
+
+TRANSCENDENTAL_CHAIN = """graph(%x : f32[1,8]) {
+  %s : f32[1,8] = sigmoid(%x)
+  %e : f32[1,8] = exp(%s)
+  %g : f32[1,8] = gelu(%e)
+  %r : f32[1,8] = relu(%g)
+  return (%r)
+}"""
+
+
+def test_a_chain_whose_inlined_expression_would_explode_is_split():
+    # sigmoid, then exp inlined into it: 29 copies of sigmoid's expression; gelu on
+    # that would make 29 x 24, then relu twice that: gelu starts a kernel of its own.
+    assert fused(TRANSCENDENTAL_CHAIN) == {0: ["s", "e"], 1: ["g", "r"]}
