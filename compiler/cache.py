@@ -39,7 +39,7 @@ from ir import Graph
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the entry layout changes
+FORMAT = 4  # bump when the entry layout changes
 _BACKEND_DIR = Path(__file__).resolve().parent.parent / "backends" / "tvm"
 _PLANNING_DIR = Path(__file__).resolve().parent / "planning"  # its offsets are compiled in
 _fingerprint: str | None = None
@@ -201,6 +201,8 @@ class CompileCache:
                 "memory": program.memory.to_dict(),
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+            # each kernel's scheduled TIR, for kernel_sources() after a load
+            (tmp / "kernels.json").write_text(json.dumps(program.kernel_sources()))
             if final.exists():  # a rejected entry being overwritten
                 shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -242,8 +244,13 @@ class CompileCache:
             from compiler.planning import SizeClassPlanner
 
             arena = SizeClassArena(memory_plan or SizeClassPlanner(graph), memory.buffers)
-        return BuiltModule(graph, lowered, None, executable, target, target_kind(target),
-                           memory, arena)
+        program = BuiltModule(graph, lowered, None, executable, target, target_kind(target),
+                              memory, arena)
+        try:
+            program.sources = json.loads((where / "kernels.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"unreadable kernels.json: {e}") from None
+        return program
 
 
 def _json_default(v: Any) -> Any:

@@ -85,6 +85,16 @@ def test_weights_target_and_options_are_in_the_key(tmp_path, monkeypatch):
     assert cache.stats == {"hit": 1, "miss": 2, "rejected": 0}
 
 
+def test_kernel_sources_survive_a_cache_hit(tmp_path, monkeypatch):
+    cache = CompileCache(tmp_path)
+    model = MLP().eval()
+    built = compile_mlp(cache, model, monkeypatch)._program.kernel_sources()
+    loaded = compile_mlp(cache, model, monkeypatch)._program
+    assert loaded.cache_status == "hit" and loaded.mod is None
+    assert loaded.kernel_sources() == built
+    assert all(s.startswith("# schedule: ") and "T.prim_func" in s for s in built.values())
+
+
 @pytest.mark.parametrize("damage", ["garbage library", "truncated meta", "other versions"])
 def test_a_damaged_or_stale_entry_is_rebuilt_never_used(tmp_path, monkeypatch, caplog, damage):
     cache = CompileCache(tmp_path)

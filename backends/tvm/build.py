@@ -141,6 +141,7 @@ class BuiltModule:
         self._weight_lock = threading.Lock()
         self._pinned: list[torch.Tensor] = []
         self.device_code: DeviceCode | None = None  # GPU binary and source, set by build
+        self.sources: dict[str, str] | None = None  # kernel_sources() of a cache entry
         # oneDNN kernels' prepacked weights, rebuilt from the graph (also after a cache load)
         self.library_kernels = library_kernels.bind(self.kernels, graph)
 
@@ -230,6 +231,8 @@ class BuiltModule:
         """Each kernel's code, keyed by kernel name: for a GPU its generated CUDA source or
         AMDGPU assembly, else its scheduled TIR (TVMScript); the first line names the rule
         that scheduled it."""
+        if self.mod is None and self.sources is not None:  # loaded from the compile cache
+            return dict(self.sources)
         code = self.device_code
         if code is not None:
             return {k.name: f"// schedule: {k.schedule}\n" + "\n\n".join(

@@ -13,6 +13,7 @@ import tvm
 from backends.tvm.build import build
 from backends.tvm.lower import lower_graph
 from backends.tvm.target import resolve_target
+from backends.tvm.weights import as_torch, pack
 from backends.tvm.tuning import TuningOptions
 from backends.tvm.tuning import metaschedule as ms_tuning
 from backends.tvm.tuning.database import TuningDatabase, record_key
@@ -51,10 +52,11 @@ def test_metaschedule_candidate_is_measured_recorded_and_replays(tmp_path):
     record = TuningDatabase(tmp_path).lookup(record_key(func, resolve_target("cpu")))
     assert record.trials == TRIALS and record.trace
     replayed = ms_tuning.replay(func, record.trace)  # the searched schedule, no search
-    weight = lowered.mod["main"].body.blocks[0].bindings[0].value.args[1].fields[1]
+    ((name, layout),) = lowered.weights  # main's weight argument, in the kernel's layout
+    weight = tvm.runtime.from_dlpack(as_torch(pack(graph.weights[name], layout)))
     out = tvm.runtime.empty((16, 64), "float32")
     compile_primfunc(replayed, resolve_target("cpu"))["main"](
-        tvm.runtime.from_dlpack(x), weight.value, out)
+        tvm.runtime.from_dlpack(x), weight, out)
     torch.testing.assert_close(torch.from_dlpack(out), expected, rtol=1e-4, atol=1e-4)
 
 
