@@ -78,20 +78,23 @@ def detail_table(report: dict, model: str, notes: Footnotes) -> list[str]:
     results = report["results"]
     flops, source = model_flops(results, model)
     peak = report["meta"]["sgemm_gflops"]
-    head = ["system", "median ms", "speedup", "compile s", "peak RSS MB", "max abs err",
+    head = ["system", "median ms", "speedup", "compile s", "cached s", "peak RSS MB",
+            "max abs err",
             "kernels", "GFLOP/s", "% sgemm", "reps", "others busy"]
     lines = [f"### {model}", "",
              f"FLOPs: {flops / 1e9:.3f} G ({source})" if flops else "FLOPs: unknown", "",
              "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in (x for x in results if x["model"] == model):
         if "error" in r:
-            lines.append(f"| {r['system']} | {notes.ref(r['error'])} |" + " |" * 9)
+            lines.append(f"| {r['system']} | {notes.ref(r['error'])} |" + " |" * 10)
             continue
         s = speedup(results, r)
         rate = flops / (r["latency_ms"] * 1e-3) / 1e9 if flops else None
         err = r.get("max_abs_err")
         row = [r["system"], f"{r['latency_ms']:.2f}{noisy_mark(r)}", f"{s:.2f}x" if s else "-",
-               f"{r['compile_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
+               f"{r['compile_s']:.1f}",
+               f"{r['cached_compile_s']:.1f}" if r.get("cached_compile_s") else "-",
+               f"{r['peak_rss_mb']:.0f}",
                "ref" if r["system"] == "eager" else (f"{err:.1e}" if err is not None else "-"),
                str(r["kernels"]) if r.get("kernels") is not None else "-",
                f"{rate:.1f}" if rate else "-", f"{100 * rate / peak:.1f}" if rate else "-",
@@ -124,6 +127,8 @@ def markdown(report: dict) -> str:
            "## Per model", "",
            "Peak RSS: the peak resident memory of a process that imported the system, "
            "built the torch model, compiled it and ran it (one process per cell). "
+           "Compile s: the system's compile (and first call) from cold; cached s: dscompile "
+           "compiling the same model again in a new process, from its compile cache. "
            "Max abs err: against eager's outputs, over all output tensors. GFLOP/s: the "
            "model's FLOPs over the median latency; % sgemm: of the machine's matmul rate.",
            ""]
