@@ -120,8 +120,30 @@ def cmd_inspect(args, progress) -> int:
     plan = memory_plan if isinstance(memory_plan, MemoryPlan) else None
     report = build_report(graph, getattr(program, "kernels", None), plan,
                           getattr(program, "memory", None))
+    if args.profile and program is not None:
+        progress("profiling each kernel in the program")
+        times = program.profile(*example_tensors(loaded, graph))
+        for row in report.rows:
+            row.ms = times.get(row.kernel)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0
+
+
+def example_tensors(loaded: Loaded, graph) -> list:
+    """The model's example inputs, flattened; random ones of the graph's input types for
+    an IR file."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    if loaded.inputs is not None:
+        return [x for x in pytree.tree_leaves(loaded.inputs) if isinstance(x, torch.Tensor)]
+    tensors = []
+    for node in graph.inputs:
+        shape = [int(d) for d in node.shape]
+        dtype = getattr(torch, node.dtype)
+        tensors.append(torch.randn(shape).to(dtype) if dtype.is_floating_point
+                       else torch.zeros(shape, dtype=dtype))
+    return tensors
 
 
 def cmd_dump(args, progress) -> int:
@@ -242,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
                         "kernel's candidates and their times")
     s.add_argument("--trials", type=int, help="MetaSchedule samples per kernel (default 32)")
     s.add_argument("--rpc", help="measure on an RPC tracker's machines: key@host:port")
+    s.add_argument("--profile", action="store_true",
+                   help="run the program on the example inputs and show each kernel's time "
+                        "in it (ms, GFLOP/s)")
     s = add("dump", cmd_dump, "IR after each pass")
     s.add_argument("--after-each-pass", required=True, metavar="DIR")
     s.add_argument("--passes", help="comma-separated pass names instead of the pipeline")

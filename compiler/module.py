@@ -76,6 +76,17 @@ class CompiledModule(torch.nn.Module):
 
         return build_report(self.ir, self.kernels, self.plan, self.memory)
 
+    def profile(self, *args: Any, runs: int = 10, **kwargs: Any):
+        """``report()`` with each kernel's time inside the program on these inputs (ms per
+        call, median of ``runs``) and its GFLOP/s: which kernel the time goes to."""
+        if self.frozen is not None:
+            self.frozen.check()
+        times = self._program.profile(*self.check_inputs(args, kwargs), runs=runs)
+        report = self.report()
+        for row in report.rows:
+            row.ms = times.get(row.kernel)
+        return report
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         require_device = getattr(self._program, "require_device", None)
         if require_device is not None:  # no GPU here: say so, not "move the input to cuda"

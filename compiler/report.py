@@ -33,6 +33,11 @@ class KernelRow:
     offset: int | None = None
     source: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # ms per measured candidate
+    ms: float | None = None  # time inside the program, from CompiledModule.profile
+
+    @property
+    def gflops(self) -> float | None:
+        return self.flops / (self.ms * 1e6) if self.ms else None
 
     @property
     def intensity(self) -> float:
@@ -76,6 +81,14 @@ class Report:
                  f"{self.total_flops / 1e6:.2f}", f"{self.total_bytes / 1024:.1f}",
                  f"{self.total_flops / max(self.total_bytes, 1):.2f}", "", "", "",
                  "" if self.arena_bytes is None else f"arena {self.arena_bytes}")
+        if any(r.ms is not None for r in self.rows):  # profiled: time in the program
+            head += ("ms", "GFLOP/s")
+            body = [(*row, "" if r.ms is None else f"{r.ms:.3f}",
+                     "" if not r.gflops else f"{r.gflops:.1f}")
+                    for row, r in zip(body, self.rows)]
+            profiled = sum(r.ms or 0.0 for r in self.rows)
+            total += (f"{profiled:.3f}",
+                      f"{self.total_flops / (profiled * 1e6):.1f}" if profiled else "")
         if any(r.timings for r in self.rows):  # tuned: every candidate's time, chosen first
             head += ("candidates (ms)",)
             body = [(*row, candidates_text(r.schedule, r.timings))

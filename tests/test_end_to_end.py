@@ -59,3 +59,15 @@ def test_keyword_inputs():
     x, y = torch.randn(2, 8), torch.randn(3)
     compiled = dscompile(model, {"x": x, "y": y}, check="off")
     assert_close(compiled(x=x, y=y)["hidden"], model.fc(x))
+
+
+def test_profile_names_where_the_time_goes():
+    model, (x,) = ZOO["resnet_block"]()
+    compiled = dscompile(model, (x,), check="off")
+    report = compiled.profile(x, runs=3)
+    rows = [r for r in report.rows if r.ms is not None]
+    assert {r.kernel for r in rows} == {k.name for k in compiled.kernels}
+    assert all(r.ms > 0 for r in rows)
+    conv = next(r for r in rows if r.ops == "conv2d+add+relu")
+    assert conv.gflops == conv.flops / (conv.ms * 1e6)
+    assert "GFLOP/s" in str(report).splitlines()[0]

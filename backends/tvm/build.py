@@ -5,7 +5,10 @@ Tensors cross torch <-> TVM through DLPack without copies, both ways.
 
 from __future__ import annotations
 
+import json
+import statistics
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -199,6 +202,35 @@ class BuiltModule:
             return tvm.runtime.from_dlpack(tensor)
         self.require_device()
         return tvm.runtime.tensor(data, self.device)
+
+    def profile(self, *inputs: torch.Tensor, runs: int = 10) -> dict[str, float]:
+        """Each kernel's time inside the program, ms per call, the median over ``runs``
+        calls (a VM instrument times every call the VM makes; on a GPU, launches only).
+        Where a program's time goes, which kernels timed alone can miss: threads handed
+        between TVM and a library, caches cold after the previous kernel."""
+        self.require_device()
+        started: list[float] = []
+        totals: dict[str, float] = {}
+
+        def instrument(_func: Any, name: str, before: bool, _ret: Any, *_args: Any) -> int:
+            if before:
+                started.append(time.perf_counter())
+            else:
+                totals[name] = totals.get(name, 0.0) + (time.perf_counter() - started.pop())
+            return 0
+
+        vm = relax.VirtualMachine(self.executable, self.device)
+        main, args = vm["main"], self.vm_arguments(list(inputs))
+        main(*args)  # warm-up: the arena and packed weights exist
+        vm.set_instrument(instrument)
+        per_run = []
+        for _ in range(runs):
+            totals.clear()
+            main(*args)
+            per_run.append(dict(totals))
+        kernels = {k.name for k in self.kernels}
+        return {name: 1e3 * statistics.median(run.get(name, 0.0) for run in per_run)
+                for name in per_run[0] if name in kernels}
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         main = self.vm()["main"]

@@ -37,6 +37,15 @@ def test_inspect_table_of_a_resnet_block():
     assert "MFLOP" in text and "total:" in text
 
 
+def test_inspect_profile_times_every_kernel_in_the_program():
+    out = json.loads(run("inspect", CNN, "--profile", "--json").stdout)
+    timed = [r for r in out["kernels"] if r["ms"] is not None]
+    assert len(timed) == out["num_kernels"] == 9
+    assert all(r["ms"] > 0 for r in timed)
+    text = run("inspect", CNN, "--profile", "--quiet").stdout
+    assert "GFLOP/s" in text.splitlines()[0]
+
+
 def test_dump_writes_one_file_per_changing_pass(tmp_path):
     out = json.loads(run("dump", CNN, "--after-each-pass", str(tmp_path), "--json").stdout)
     changed = [p for p in out["passes"] if p["changed"]]

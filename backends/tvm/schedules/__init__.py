@@ -4,8 +4,9 @@ hands over to ``backends.tvm.tuning``, which measures the rule against other can
 
 A target kind's module provides ``RULES`` (tried in order, dlight-style: each has
 ``name`` and ``apply(func, target) -> Schedule | None``) and ``FALLBACK`` (always works).
-GPU hook: a ``schedules/gpu.py`` with the same two names is picked up for "cuda" and
-"rocm"; until it exists, TVM's own dlight GPU rules are used (``_dlight_gpu``).
+"cpu" uses ``schedules/cpu.py`` (our rules); "cuda" and "rocm" use ``schedules/gpu.py``
+(dlight's rules, one kernel per fused group, our row kernel for attention), which
+builds on ``_dlight_gpu``.
 """
 
 from __future__ import annotations
