@@ -122,9 +122,9 @@ def cmd_inspect(args, progress) -> int:
                           getattr(program, "memory", None))
     if args.profile and program is not None:
         progress("profiling each kernel in the program")
-        times = program.profile(*example_tensors(loaded, graph))
-        for row in report.rows:
-            row.ms = times.get(row.kernel)
+        from compiler.report import attach_profile
+
+        attach_profile(report, program.profile(*example_tensors(loaded, graph)))
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0
 

@@ -81,10 +81,11 @@ class CompiledModule(torch.nn.Module):
         call, median of ``runs``) and its GFLOP/s: which kernel the time goes to."""
         if self.frozen is not None:
             self.frozen.check()
-        times = self._program.profile(*self.check_inputs(args, kwargs), runs=runs)
+        from compiler.report import attach_profile
+
         report = self.report()
-        for row in report.rows:
-            row.ms = times.get(row.kernel)
+        attach_profile(report, self._program.profile(*self.check_inputs(args, kwargs),
+                                                     runs=runs))
         return report
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

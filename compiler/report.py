@@ -110,6 +110,16 @@ class Report:
         return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total), *allocated])
 
 
+def attach_profile(report: Report, calls: dict[str, list[float]]) -> None:
+    """Give each row its kernel call's time: ``calls`` lists, per kernel name, the times
+    of its calls in program order, which is the rows' order (rows of identical kernels
+    share a name and take its calls one by one)."""
+    queues = {name: list(times) for name, times in calls.items()}
+    for row in report.rows:
+        queue = queues.get(row.kernel)
+        row.ms = queue.pop(0) if queue else None
+
+
 def build_report(graph: Graph, kernels: list | None = None, plan: Any = None,
                  memory: Any = None) -> Report:
     """Rows for every kernel of ``graph``; ``kernels`` (backend KernelInfo) and ``plan``

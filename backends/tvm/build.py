@@ -203,20 +203,24 @@ class BuiltModule:
         self.require_device()
         return tvm.runtime.tensor(data, self.device)
 
-    def profile(self, *inputs: torch.Tensor, runs: int = 10) -> dict[str, float]:
-        """Each kernel's time inside the program, ms per call, the median over ``runs``
-        calls (a VM instrument times every call the VM makes; on a GPU, launches only).
-        Where a program's time goes, which kernels timed alone can miss: threads handed
-        between TVM and a library, caches cold after the previous kernel."""
+    def profile(self, *inputs: torch.Tensor, runs: int = 10) -> dict[str, list[float]]:
+        """Each kernel call's time inside the program, in ms: for every kernel name, its
+        calls in the order the program makes them (identical kernels share a name), each
+        the median over ``runs`` calls of the program. A VM instrument times every call
+        (on a GPU, launches only). Where a program's time goes, which kernels timed alone
+        can miss: threads handed between TVM and a library, caches cold after the
+        previous kernel."""
         self.require_device()
+        kernels = {k.name for k in self.kernels}
         started: list[float] = []
-        totals: dict[str, float] = {}
+        calls: list[tuple[str, float]] = []
 
         def instrument(_func: Any, name: str, before: bool, _ret: Any, *_args: Any) -> int:
-            if before:
-                started.append(time.perf_counter())
-            else:
-                totals[name] = totals.get(name, 0.0) + (time.perf_counter() - started.pop())
+            if name in kernels:
+                if before:
+                    started.append(time.perf_counter())
+                else:
+                    calls.append((name, time.perf_counter() - started.pop()))
             return 0
 
         vm = relax.VirtualMachine(self.executable, self.device)
@@ -225,12 +229,14 @@ class BuiltModule:
         vm.set_instrument(instrument)
         per_run = []
         for _ in range(runs):
-            totals.clear()
+            calls.clear()
             main(*args)
-            per_run.append(dict(totals))
-        kernels = {k.name for k in self.kernels}
-        return {name: 1e3 * statistics.median(run.get(name, 0.0) for run in per_run)
-                for name in per_run[0] if name in kernels}
+            per_run.append(list(calls))
+        by_name: dict[str, list[float]] = {}
+        for position, (name, _) in enumerate(per_run[0]):
+            ms = 1e3 * statistics.median(run[position][1] for run in per_run)
+            by_name.setdefault(name, []).append(ms)
+        return by_name
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         main = self.vm()["main"]

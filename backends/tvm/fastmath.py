@@ -1,4 +1,4 @@
-"""Vectorizable exp and erf for float32 as plain TIR arithmetic.
+"""Vectorizable exp, erf and tanh for float32 as plain TIR arithmetic.
 
 LLVM turns ``tirx.exp``/``tirx.erf`` on a vector into one libm call per lane, which makes
 softmax, sigmoid and GELU several times slower than eager torch. These are Cephes' expf
@@ -52,3 +52,18 @@ def erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     xc = tirx.min(tirx.max(x, _f(-4.0)), _f(4.0))
     x2 = xc * xc
     return tirx.Select(tirx.isnan(x), x, xc * _horner(x2, _ERF_ALPHA) / _horner(x2, _ERF_BETA))
+
+
+_TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+           -3.33332819422e-1)
+
+
+def tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Cephes' tanhf: an odd polynomial for |x| < 0.625, 1 - 2 / (e^2x + 1) beyond (both
+    computed, one selected, so it vectorizes); +-1 for large |x|, NaN passes through.
+    GPT-2's tanh GELU spent its time in a libm call per lane. Written so ``x`` is read
+    few times (no |x|): a fused producer's expression is copied at every read."""
+    big = _f(1.0) - _f(2.0) / (exp(x * _f(2.0)) + _f(1.0))
+    z = x * x
+    small = _horner(z, _TANH_P) * z * x + x
+    return tirx.Select(tirx.And(x < _f(0.625), x > _f(-0.625)), small, big)

@@ -133,6 +133,10 @@ def erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return fastmath.erf(x) if dtype_of(x) == "float32" else tirx.erf(x)
 
 
+def tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    return fastmath.tanh(x) if dtype_of(x) == "float32" else tirx.tanh(x)
+
+
 def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:  # 1 / (1 + e^-x)
     one = const(1, dtype_of(x))
     return one / (one + exp(-x))
@@ -143,7 +147,7 @@ def _gelu(x: tirx.PrimExpr, approximate: str) -> tirx.PrimExpr:
     half, one = const(0.5, dtype), const(1.0, dtype)
     if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
         inner = const(math.sqrt(2.0 / math.pi), dtype) * (x + const(0.044715, dtype) * x * x * x)
-        return half * x * (one + tirx.tanh(inner))
+        return half * x * (one + tanh(inner))
     return half * x * (one + erf(x * const(1.0 / math.sqrt(2.0), dtype)))  # erf form
 
 
@@ -172,7 +176,7 @@ register("relu")(unary(lambda x: clamp_expr(x, 0, None)))
 register("relu6")(unary(_relu6))
 register("sigmoid")(unary(sigmoid))
 register("silu")(unary(lambda x: x * sigmoid(x)))
-register("tanh")(unary(tirx.tanh))
+register("tanh")(unary(tanh))
 register("hardswish")(unary(lambda x: x * _hardsigmoid(x)))
 register("hardsigmoid")(unary(_hardsigmoid))
 register("exp")(unary(exp))
@@ -259,6 +263,11 @@ def _div(a, b):  # true division for floats, floor division for ints (torch floo
 
 
 def _pow(a, b):
+    if isinstance(b, tirx.FloatImm) and b.value in (1.0, 2.0, 3.0, 4.0) and is_float(dtype_of(a)):
+        result = a  # a small integer power as products: powf is a libm call per lane
+        for _ in range(int(b.value) - 1):
+            result = result * a
+        return result
     if is_float(dtype_of(a)):
         return tirx.power(a, b)
     return tirx.power(a.astype("float64"), b.astype("float64")).astype(dtype_of(a))

@@ -204,3 +204,30 @@ def test_nan_and_inf_propagate_like_torch(op, attrs, reference):
 def test_maximum_minimum_propagate_nan(op, reference):
     check_op(op, [_NonFinite((4, 5)), In((4, 5))], {}, reference)
     check_op(op, [In((4, 5)), _NonFinite((4, 5))], {}, reference)
+
+
+def test_vectorized_tanh_and_tanh_gelu_over_the_whole_float_range():
+    # fastmath.tanh: a polynomial below |x| = 0.625, 1 - 2 / (e^2x + 1) above; the
+    # branch points, tiny, huge and special values all as torch computes them.
+    from backends.tvm.build import build
+    from ir import Graph
+    from ir.types import TensorType
+
+    values = torch.cat([torch.linspace(-50, 50, 2001), torch.tensor(
+        [0.0, -0.0, 1e-30, -1e-7, 0.625, -0.625, 0.6249, 88.0, -88.0, 1e30,
+         float("inf"), float("-inf"), float("nan")])])
+    for op, attrs, reference in (("tanh", {}, torch.tanh),
+                                 ("gelu", {"approximate": "tanh"},
+                                  lambda t: F.gelu(t, approximate="tanh"))):
+        g = Graph()
+        x = g.add_input("x", TensorType(tuple(values.shape), "float32"))
+        g.outputs = [g.call(op, [x], attrs)]
+        got = build(g, "cpu")(values)[0]
+        torch.testing.assert_close(got, reference(values), rtol=1e-5, atol=1e-6,
+                                   equal_nan=True)
+
+
+@pytest.mark.parametrize("exponent", [2.0, 3.0, 4.0, 2.5])
+def test_pow_by_a_constant(exponent):
+    m = check_op("pow", [In((4, 33)), C(exponent)], {}, lambda t, e: torch.pow(t, e))
+    assert m.kernels

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,26 @@ def test_layer_norm_rule(x, n):
     m = check_op("layer_norm", [In(x), W(shape), W(shape)], {"normalized_ndim": n},
                  lambda t, w, b: F.layer_norm(t, shape, w, b))
     assert kernel_rule(m) == "reduction"
+
+
+def test_layer_norm_with_an_epilogue_of_another_rank_computes_each_row_once():
+    # GPT-2: layer_norm [1, 128, 768] viewed as [128, 768] for its Conv1D. Parallel over
+    # every output element, each row's mean and variance were recomputed 768 times.
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 64), "float32"))
+    w = g.add_weight("w", np.random.randn(64).astype("float32"))
+    b = g.add_weight("b", np.random.randn(64).astype("float32"))
+    ln = g.call("layer_norm", [x, w, b], {"normalized_ndim": 1}, meta={"group": 0})
+    flat = g.call("reshape", [ln], {"shape": (16, 64)}, meta={"group": 0})
+    g.outputs = [g.call("relu", [flat], meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "reduction"
+    text = m.mod[m.kernels[0].name].script()
+    assert "T.parallel(T.int64(16))" in text  # one iteration per row, not per element
+    xt = torch.randn(1, 16, 64)
+    expected = F.relu(F.layer_norm(xt, (64,), torch.from_numpy(g.weights["w"]),
+                                   torch.from_numpy(g.weights["b"])).view(16, 64))
+    torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_elementwise_rule_with_tail():

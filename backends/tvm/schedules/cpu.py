@@ -428,6 +428,9 @@ class Reduction(Rule):
         lead = min(leading_spatial(kinds(sch, b)) for b in blocks)
         if lead == 0:
             return None
+        lead = self.row_loops(sch, blocks, lead)
+        if lead == 0:
+            return None
         partials = [rf for b in blocks if (rf := self.rfactor_last_axis(sch, b)) is not None]
         blocks = root_blocks(sch)
         last = blocks[-1]
@@ -442,6 +445,25 @@ class Reduction(Rule):
             if b not in partials and is_spatial(sch, b) and len(sch.get_loops(b)) > 1:
                 vectorize_inner(sch, b)
         return sch
+
+    @staticmethod
+    def row_loops(sch: s_tir.Schedule, blocks: list, lead: int) -> int:
+        """How many leading loops of the last block to run in parallel: at most the rows
+        the reductions produce. An epilogue of another rank (layer norm's [1, 128, 768]
+        viewed as [128, 768]) has ``lead`` loops covering every element; computed under
+        those, each row's statistics would be recomputed once per element (GPT-2's layer
+        norms ran 70x slower). Fewer loops, whose extents divide the rows, keep a row's
+        reduction computed once."""
+        rows = [_leading_elements(sch, b) for b in blocks if not is_spatial(sch, b)]
+        extents = [extent(sch, lp) for lp in sch.get_loops(blocks[-1])[:lead]]
+        if not rows or None in rows or None in extents:
+            return lead
+        count, elements = 0, 1
+        for n in extents:
+            if min(rows) % (elements * n):
+                break
+            count, elements = count + 1, elements * n
+        return count
 
     @staticmethod
     def rfactor_last_axis(sch: s_tir.Schedule, block):
@@ -487,6 +509,17 @@ class Reduction(Rule):
         sch.vectorize(j_inner)
         sch.decompose_reduction(block, loops[spatial])
         return True
+
+
+def _leading_elements(sch: s_tir.Schedule, block) -> int | None:
+    """The number of elements of ``block``'s leading spatial axes (None: symbolic)."""
+    count = 1
+    block_ = sch.get(block)
+    for iv in block_.iter_vars[:leading_spatial(kinds(sch, block))]:
+        if not isinstance(iv.dom.extent, tirx.IntImm):
+            return None
+        count *= int(iv.dom.extent)
+    return count
 
 
 class Fallback(Rule):
