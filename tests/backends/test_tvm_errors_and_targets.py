@@ -86,3 +86,17 @@ def test_cuda_builds_without_a_gpu():
     g.outputs = [g.call("softmax", [g.call("relu", [x])], {"dim": -1})]
     m = build(g, "cuda")
     assert m.num_kernels == 2 and all(k.schedule.startswith("dlight.") for k in m.kernels)
+
+
+def test_tvm_threads_default_to_every_cpu_of_the_process():
+    # TVM alone takes half the hardware threads (one on a 2-vCPU machine: half speed).
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    code = ("import os, tvm, backends.tvm.build; "
+            "print(tvm.get_global_func('runtime.NumThreads')(), len(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True, timeout=120).stdout.split()
+    assert out[0] == out[1]
