@@ -199,6 +199,7 @@ class CompileCache:
                 "weights": [list(w) for w in program.lowered.weights],  # main's parameters
                 "kernels": [asdict(k) for k in program.kernels],
                 "memory": program.memory.to_dict(),
+                "validation": program.validation,  # a tuned program against the rules
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
             # each kernel's scheduled TIR, for kernel_sources() after a load
@@ -246,6 +247,7 @@ class CompileCache:
             arena = SizeClassArena(memory_plan or SizeClassPlanner(graph), memory.buffers)
         program = BuiltModule(graph, lowered, None, executable, target, target_kind(target),
                               memory, arena)
+        program.validation = meta.get("validation")
         try:
             program.sources = json.loads((where / "kernels.json").read_text())
         except (OSError, ValueError) as e:

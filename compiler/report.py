@@ -107,7 +107,12 @@ class Report:
             f"{_bytes(memory['planned_bytes'])}) and {_bytes(memory['output_bytes'])} of "
             f"outputs"] if memory["route"] != "size-class arena" else [
             "memory: size-class arena; arena and offsets planned per size class at run time"]
-        return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total), *allocated])
+        validation = self.extra.get("validation")
+        tuned = [] if not validation else [
+            f"tuning: kept the {validation['chosen']} program; whole programs, ms per call: "
+            + ", ".join(f"{n} {t}" for n, t in validation.items() if n != "chosen")]
+        return "\n".join([fmt(head), rule, *map(fmt, body), rule, fmt(total), *allocated,
+                          *tuned])
 
 
 def attach_profile(report: Report, calls: dict[str, list[float]]) -> None:
