@@ -139,13 +139,9 @@ def example_tensors(loaded: Loaded, graph) -> list:
 
     if loaded.inputs is not None:
         return [x for x in pytree.tree_leaves(loaded.inputs) if isinstance(x, torch.Tensor)]
-    tensors = []
-    for node in graph.inputs:
-        shape = [int(d) for d in node.shape]
-        dtype = getattr(torch, node.dtype)
-        tensors.append(torch.randn(shape).to(dtype) if dtype.is_floating_point
-                       else torch.zeros(shape, dtype=dtype))
-    return tensors
+    from backends.tvm.build import example_input
+
+    return [example_input(node) for node in graph.inputs]
 
 
 def cmd_dump(args, progress) -> int:

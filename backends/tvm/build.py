@@ -63,7 +63,7 @@ def validate_tuned(tuned: BuiltModule, graph: Graph, target: Any, memory_plan: A
 
     from compiler.timing import median_ms
 
-    inputs = [_example(n) for n in graph.inputs]
+    inputs = [example_input(n) for n in graph.inputs]
     variants = {"tuned": tuned}
     if any(k.schedule == "onednn" for k in tuned.kernels):
         variants["tuned without library"] = build_once(
@@ -80,8 +80,9 @@ def validate_tuned(tuned: BuiltModule, graph: Graph, target: Any, memory_plan: A
     return program
 
 
-def _example(node) -> torch.Tensor:
-    """A call's worth of input for validation timing: normal floats, zero indices."""
+def example_input(node) -> torch.Tensor:
+    """An input of ``node``'s static type to time a program on: normal floats, zero
+    integers (valid indices)."""
     dtype = _torch_dtype(node.dtype)
     shape = [int(d) for d in node.shape]
     return torch.randn(shape).to(dtype) if dtype.is_floating_point else \
