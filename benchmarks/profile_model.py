@@ -29,14 +29,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     from roofline import sgemm_gflops
-    from run_models import THREADS, load_model
+    from run_models import THREADS, load_call
 
     from compiler import dscompile
     from compiler.timing import median_ms
 
     torch.set_num_threads(THREADS)
-    model, inputs = load_model(opts.model)
-    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs)
+    model, args, kwargs = load_call(opts.model)
     tuning = {"trials": opts.trials} if opts.opt_level == 3 else {}
     with torch.no_grad():
         compiled = dscompile(model, args, example_kwargs=kwargs, check="off",

@@ -61,6 +61,14 @@ def load_model(name: str):
     return HF_MODELS[base](size or "full")
 
 
+def load_call(name: str):
+    """``(model, args, kwargs)``: ``load_model``'s example inputs as one call's arguments
+    (a tuple is positional, a dict keyword)."""
+    model, inputs = load_model(name)
+    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs)
+    return model, args, kwargs
+
+
 def cpu_snapshot() -> tuple[float, float, float]:
     """(all cores' seconds, their busy seconds, this process's own CPU seconds)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
@@ -109,8 +117,7 @@ def worker(model_name: str, system: str, reps: int, max_seconds: float, ref: Pat
 
     torch.set_num_threads(THREADS)
     result: dict = {"base_rss_mb": max_rss_mb()}
-    model, inputs = load_model(model_name)
-    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs)
+    model, args, kwargs = load_call(model_name)
     with torch.no_grad():
         start = time.perf_counter()
         built = SYSTEMS[system](model, args, kwargs)
@@ -174,8 +181,7 @@ def cached_compile(model_name: str, system: str) -> dict:
     from systems import SYSTEMS
 
     torch.set_num_threads(THREADS)
-    model, inputs = load_model(model_name)
-    args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs)
+    model, args, kwargs = load_call(model_name)
     with torch.no_grad():
         start = time.perf_counter()
         SYSTEMS[system](model, args, kwargs)

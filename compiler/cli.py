@@ -119,9 +119,7 @@ def cmd_inspect(args, progress) -> int:
                                                    tuning_for(args))
     plan = memory_plan if isinstance(memory_plan, MemoryPlan) else None
     report = build_report(graph, getattr(program, "kernels", None), plan,
-                          getattr(program, "memory", None))
-    if getattr(program, "validation", None):
-        report.extra["validation"] = program.validation
+                          getattr(program, "memory", None), getattr(program, "validation", None))
     if args.profile and program is not None:
         progress("profiling each kernel in the program")
         from compiler.report import attach_profile

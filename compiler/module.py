@@ -74,11 +74,8 @@ class CompiledModule(torch.nn.Module):
         of it pretty-prints, ``.to_dict()`` gives data."""
         from compiler.report import build_report
 
-        report = build_report(self.ir, self.kernels, self.plan, self.memory)
-        validation = getattr(self._program, "validation", None)
-        if validation:
-            report.extra["validation"] = validation
-        return report
+        return build_report(self.ir, self.kernels, self.plan, self.memory,
+                            getattr(self._program, "validation", None))
 
     def profile(self, *args: Any, runs: int = 10, **kwargs: Any):
         """``report()`` with each kernel's time inside the program on these inputs (ms per

@@ -126,10 +126,11 @@ def attach_profile(report: Report, calls: dict[str, list[float]]) -> None:
 
 
 def build_report(graph: Graph, kernels: list | None = None, plan: Any = None,
-                 memory: Any = None) -> Report:
+                 memory: Any = None, validation: dict | None = None) -> Report:
     """Rows for every kernel of ``graph``; ``kernels`` (backend KernelInfo) and ``plan``
     (a MemoryPlan) fill the kernel name, schedule and offset columns where given;
-    ``memory`` (the program's MemoryStats) adds what the program allocates."""
+    ``memory`` (the program's MemoryStats) adds what the program allocates,
+    ``validation`` (``BuiltModule.validation``) the tuned program's end-to-end check."""
     info = _kernel_info_by_root(kernels or [])
     offsets = _offsets(plan)
     rows = []
@@ -150,6 +151,8 @@ def build_report(graph: Graph, kernels: list | None = None, plan: Any = None,
             offset=offsets.get(root.name), source=root.source or "",
             timings=dict(getattr(k, "timings", None) or {})))
     extra = {"memory": memory.to_dict()} if memory is not None else {}
+    if validation:
+        extra["validation"] = validation
     return Report(rows, arena_bytes=getattr(plan, "arena_bytes", None),
                   naive_bytes=getattr(plan, "naive_bytes", None), extra=extra)
 

@@ -13,11 +13,11 @@ import tvm
 from backends.tvm.build import build
 from backends.tvm.lower import lower_graph
 from backends.tvm.target import resolve_target
-from backends.tvm.weights import as_torch, pack
 from backends.tvm.tuning import TuningOptions
 from backends.tvm.tuning import metaschedule as ms_tuning
 from backends.tvm.tuning.database import TuningDatabase, record_key
 from backends.tvm.tuning.measure import STATS, Settings, compile_primfunc
+from backends.tvm.weights import as_torch, pack
 from ir import Graph
 from ir.types import TensorType
 

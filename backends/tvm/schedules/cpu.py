@@ -305,8 +305,8 @@ class Matmul(_TiledReduction):
         m = extent(sch, loops[row_axis]) if row_axis is not None else 1
         if n is None or m is None or n < 2 * VEC:
             return False
-        vecs, lanes, _ = register_tile(n, m)
-        if n % (vecs * lanes) == 0 and (row_axis is None or m % register_tile(n, m)[2] == 0):
+        vecs, lanes, rows = register_tile(n, m)
+        if n % (vecs * lanes) == 0 and (row_axis is None or m % rows == 0):
             return False
         padded_n = -(-n // VEC) * VEC
         _, _, rows = register_tile(padded_n, m)
@@ -458,10 +458,7 @@ class Reduction(Rule):
         blocks = inline_all(sch, blocks[:first]) + blocks[first:]
         if len(blocks) == 1 and self.vectorize_window(sch, blocks[0]):
             return sch
-        lead = min(leading_spatial(kinds(sch, b)) for b in blocks)
-        if lead == 0:
-            return None
-        lead = self.row_loops(sch, blocks, lead)
+        lead = self.row_loops(sch, blocks, min(leading_spatial(kinds(sch, b)) for b in blocks))
         if lead == 0:
             return None
         partials = [rf for b in blocks if (rf := self.rfactor_last_axis(sch, b)) is not None]
@@ -547,8 +544,7 @@ class Reduction(Rule):
 def _leading_elements(sch: s_tir.Schedule, block) -> int | None:
     """The number of elements of ``block``'s leading spatial axes (None: symbolic)."""
     count = 1
-    block_ = sch.get(block)
-    for iv in block_.iter_vars[:leading_spatial(kinds(sch, block))]:
+    for iv in sch.get(block).iter_vars[:leading_spatial(kinds(sch, block))]:
         if not isinstance(iv.dom.extent, tirx.IntImm):
             return None
         count *= int(iv.dom.extent)
