@@ -5,7 +5,6 @@ Tensors cross torch <-> TVM through DLPack without copies, both ways.
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -57,26 +56,46 @@ def validate_tuned(tuned: BuiltModule, graph: Graph, target: Any, memory_plan: A
     a oneDNN conv measured 0.3 ms alone took 7.5 ms inside ResNet-50 (TVM's and
     OpenMP's threads each spin on the two cores while the other runs), and tuned
     ResNet-50 ran at 40 ms against the rules' 21. ``program.validation`` keeps the times
-    (ms per call). Not for a program tuned through RPC: it was measured for the remote
-    machines, not this one."""
+    (ms per call). The verdict is a record of the tuning database: a second compile
+    builds the chosen program and measures nothing. Not for a program tuned through
+    RPC: it was measured for the remote machines, not this one."""
     from dataclasses import replace
 
+    from backends.tvm.tuning.database import (
+        Record,
+        TuningDatabase,
+        default_database,
+        program_key,
+    )
     from compiler.timing import median_ms
 
-    inputs = [example_input(n) for n in graph.inputs]
-    variants = {"tuned": tuned}
+    database = tuning.database if tuning.database is not None else default_database()
+    tvm_target = resolve_target(target)
+    key = program_key(str(graph), tvm_target, tuning.trials, tuning.library)
+    # the variant's kernel decisions are this check's lookups, not the compile's
+    inner = replace(tuning, progress=False, database=TuningDatabase(database.root))
+    builders = {"tuned": lambda: tuned}
     if any(k.schedule == "onednn" for k in tuned.kernels):
-        variants["tuned without library"] = build_once(
-            graph, target, memory_plan=memory_plan, tuning=replace(tuning, library=False,
-                                                                    progress=False))
-    variants["rules"] = build_once(graph, target, memory_plan=memory_plan)
-    times = {name: median_ms(lambda p=p: p(*inputs), warmup=3, reps=15, min_seconds=0.3)
-             for name, p in variants.items()}
-    chosen = min(times, key=times.get)
-    program = variants[chosen]
+        builders["tuned without library"] = lambda: build_once(
+            graph, target, memory_plan=memory_plan, tuning=replace(inner, library=False))
+    builders["rules"] = lambda: build_once(graph, target, memory_plan=memory_plan)
+    known = database.verdict(key)
+    if known is not None and known.chosen in builders:
+        chosen, times = known.chosen, known.times_ms
+        program = builders[chosen]()
+    else:
+        inputs = [example_input(n) for n in graph.inputs]
+        variants = {name: make() for name, make in builders.items()}
+        times = {name: round(median_ms(lambda p=p: p(*inputs), warmup=3, reps=15,
+                                       min_seconds=0.3), 3)
+                 for name, p in variants.items()}
+        chosen = min(times, key=times.get)
+        program = variants[chosen]
+        database.commit(Record(key=key, kernel="(whole program)", chosen=chosen,
+                               times_ms=times, trials=tuning.trials, target=str(tvm_target)))
     for kept, measured in zip(program.kernels, tuned.kernels):  # the report still shows
         kept.timings = kept.timings or measured.timings  # what each candidate measured
-    program.validation = {"chosen": chosen, **{n: round(t, 3) for n, t in times.items()}}
+    program.validation = {"chosen": chosen, **times}
     return program
 
 

@@ -196,3 +196,8 @@ def test_a_tuned_program_slower_end_to_end_than_without_the_library_is_not_kept(
     assert [k.schedule for k in program.kernels] == ["conv2d_packed"]
     expected = build(graph, "cpu")(*inputs)[0]
     torch.testing.assert_close(program(*inputs)[0], expected, rtol=1e-4, atol=1e-4)
+    # the verdict is kept in the tuning database: checking again times nothing
+    monkeypatch.setattr("compiler.timing.median_ms", lambda *a, **k: pytest.fail("timed"))
+    again = validate_tuned(tuned, graph, "cpu", None, replace(options, measure=None))
+    assert again.validation == program.validation
+    assert [k.schedule for k in again.kernels] == ["conv2d_packed"]

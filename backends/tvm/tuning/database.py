@@ -54,6 +54,13 @@ def record_key(func: tirx.PrimFunc, target: tvm.target.Target) -> str:
     return f"{workload_hash(func)}-{target_hash(target)}"
 
 
+def program_key(graph_text: str, target: tvm.target.Target, trials: int, library: bool) -> str:
+    """The key of a whole program's end-to-end verdict (``backends.tvm.build``): its IR
+    text, the tuning budget and whether library kernels could be chosen."""
+    digest = hashlib.sha256(f"{graph_text}|{trials}|{library}".encode()).hexdigest()[:16]
+    return f"program-{digest}-{target_hash(target)}"
+
+
 @dataclass
 class Record:
     key: str
@@ -73,8 +80,8 @@ class Record:
 
 
 class TuningDatabase:
-    """Records under ``root``; ``hits`` and ``commits`` count what this instance served
-    and stored."""
+    """Records under ``root``; ``hits`` and ``commits`` count the kernel decisions this
+    instance served and the records it stored."""
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else tuning_dir()
@@ -107,10 +114,16 @@ class TuningDatabase:
         return records
 
     def lookup(self, key: str) -> Record | None:
+        """A kernel's decision; counted in ``hits``."""
         record = self.records().get(key)
         if record is not None:
             self.hits += 1
         return record
+
+    def verdict(self, key: str) -> Record | None:
+        """A whole program's end-to-end verdict (``program_key``); ``hits`` counts kernel
+        decisions only."""
+        return self.records().get(key)
 
     def commit(self, record: Record) -> None:
         """Append ``record`` (it replaces an older one of its key)."""
