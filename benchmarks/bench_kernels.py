@@ -47,15 +47,18 @@ def matmul_case():
     return g, [torch.randn(512, 512), torch.randn(512, 512)], torch.matmul
 
 
-def linear_case():
-    g = Graph()
-    x = g.add_input("x", TensorType((128, 768), "float32"))
-    w = g.add_weight("w", np.random.randn(3072, 768).astype("float32") * 0.02)
-    b = g.add_weight("b", np.random.randn(3072).astype("float32"))
-    lin = g.call("linear", [x, w, b], meta={"group": 0})
-    g.outputs = [g.call("gelu", [lin], meta={"group": 0})]
-    wt, bt = torch.from_numpy(g.weights["w"]), torch.from_numpy(g.weights["b"])
-    return g, [torch.randn(128, 768)], lambda x: F.gelu(F.linear(x, wt, bt))
+def linear_case(rows: int):
+    def case():
+        g = Graph()
+        x = g.add_input("x", TensorType((1, rows, 768), "float32"))
+        w = g.add_weight("w", np.random.randn(3072, 768).astype("float32") * 0.02)
+        b = g.add_weight("b", np.random.randn(3072).astype("float32"))
+        lin = g.call("linear", [x, w, b], meta={"group": 0})
+        g.outputs = [g.call("gelu", [lin], meta={"group": 0})]
+        wt, bt = torch.from_numpy(g.weights["w"]), torch.from_numpy(g.weights["b"])
+        return g, [torch.randn(1, rows, 768)], lambda x: F.gelu(F.linear(x, wt, bt))
+
+    return case
 
 
 def conv_case(channels: int, size: int, groups: int = 1, relu: bool = False,
@@ -82,6 +85,27 @@ def conv_case(channels: int, size: int, groups: int = 1, relu: bool = False,
         return g, [torch.randn(1, channels, size, size)], reference
 
     return case
+
+
+def attention_scores_case():
+    """ViT's q @ k^T * scale: 197 tokens, 12 heads of 64."""
+    g = Graph()
+    q = g.add_input("q", TensorType((1, 12, 197, 64), "float32"))
+    k = g.add_input("k", TensorType((1, 12, 197, 64), "float32"))
+    kt = g.call("permute", [k], {"dims": (0, 1, 3, 2)}, meta={"group": 0})
+    s = g.call("matmul", [q, kt], meta={"group": 0})
+    g.outputs = [g.call("mul", [s, g.add_constant(0.125, "float32")], meta={"group": 0})]
+    return g, [torch.randn(1, 12, 197, 64), torch.randn(1, 12, 197, 64)], \
+        lambda q, k: q @ k.transpose(-1, -2) * 0.125
+
+
+def attention_context_case():
+    """ViT's softmax(scores) @ v."""
+    g = Graph()
+    p = g.add_input("p", TensorType((1, 12, 197, 197), "float32"))
+    v = g.add_input("v", TensorType((1, 12, 197, 64), "float32"))
+    g.outputs = [g.call("matmul", [p, v])]
+    return g, [torch.randn(1, 12, 197, 197), torch.randn(1, 12, 197, 64)], torch.matmul
 
 
 def softmax_case():
@@ -111,11 +135,14 @@ def max_pool_case():
 
 CASES = {
     "matmul 512x512x512": matmul_case,
-    "linear+gelu 128x768->3072": linear_case,
+    "linear+gelu 128x768->3072": linear_case(128),
+    "linear+gelu 197x768->3072": linear_case(197),  # ViT's 197 tokens: a row tail
     "conv3x3 1x64x56x56 ->64": conv_case(64, 56),
     "conv3x3+relu 1x128x28x28": conv_case(128, 28, relu=True),
     "depthwise3x3 1x128x56x56": conv_case(128, 56, groups=128),
     "softmax 12x128x128": softmax_case,
+    "vit q@k^T 12x197x64": attention_scores_case,
+    "vit p@v 12x197x197x64": attention_context_case,
     # ResNet-50 / MobileNetV2 / BERT shapes
     "r50 conv1x1 256->64 @56": conv_case(256, 56, out_channels=64, kernel=1),
     "r50 conv3x3 256 @14": conv_case(256, 14),
@@ -134,6 +161,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both torch and TVM (default: all cores)")
     parser.add_argument("--no-schedule", action="store_true")
+    parser.add_argument("--only", default="", help="cases whose name contains this")
     args = parser.parse_args()
     if args.threads:  # TVM reads this when its thread pool starts, on the first kernel run
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
@@ -145,6 +173,8 @@ def main() -> None:
               f" {'GFLOP/s':>8s}")
     print(header + "\n" + "-" * len(header))
     for name, make in CASES.items():
+        if args.only not in name:
+            continue
         graph, inputs, reference = make()
         module = build(graph, "cpu", schedule=not args.no_schedule)
         torch.testing.assert_close(module(*inputs)[0], reference(*inputs), rtol=1e-3, atol=1e-3)

@@ -186,6 +186,8 @@ class _Lowerer:
                 attrs = dict(node.attrs)
                 if len(node.inputs) > 1 and self.layout(node, 1):
                     attrs["weight_layout"] = self.layout(node, 1)
+                if self.pack_conv and node.op in ("linear", "matmul"):
+                    attrs["pad_rows"] = True  # to whole register tiles of the CPU rule
                 env[(node, None)] = OP_TABLE[node.op](args, attrs, self.out_type(node))
             return env[(root, None)]
 

@@ -111,6 +111,39 @@ def test_a_matmul_with_a_prime_width_is_padded_to_whole_tiles():
     assert "T.where" not in update
 
 
+def test_a_linear_with_a_row_tail_computes_whole_row_tiles():
+    # ViT's 197 tokens: the 8-row register tile's 5-row tail was predicated inside the
+    # reduction loop (260 GFLOP/s against 440 at 128 rows). The rows are padded to 40 by
+    # reading the last row again; only the 37 real rows are written, with the epilogue.
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 37, 48), "float32"))
+    w = g.add_weight("w", np.random.randn(64, 48).astype("float32"))
+    b = g.add_weight("b", np.random.randn(64).astype("float32"))
+    lin = g.call("linear", [x, w, b], meta={"group": 0})
+    g.outputs = [g.call("gelu", [lin], meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "matmul"
+    text = m.mod[m.kernels[0].name].script()
+    assert "T.int64(40)" in text and "T.min(" in text  # 40 rows, reads clamped to row 36
+    update = text[text.index('T.sblock("T_linear_update")'):].split("T.sblock(")[1]
+    assert "T.where" not in update
+    xt = torch.randn(1, 37, 48)
+    expected = F.gelu(F.linear(xt, torch.from_numpy(g.weights["w"]),
+                               torch.from_numpy(g.weights["b"])))
+    torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_row_that_is_not_whole_vectors_splits_off_its_tail():
+    # ViT's softmax rows of 197: with the lane predicate of the last partial vector in
+    # it, TVM ran each row's exp and divide scalar (10x slower than 128-wide rows).
+    m = check_op("softmax", [In((3, 7, 37))], {"dim": -1}, lambda t: t.softmax(-1))
+    text = m.mod[m.kernels[0].name].script()
+    assert "_partition" in text  # 32 elements in vectors, the last 5 in a loop of their own
+    assert "T.where" not in text
+    m = check_op("add", [In((3, 17, 37)), In((37,))], {}, torch.add)
+    assert "_partition" in m.mod[m.kernels[0].name].script()
+
+
 def test_elementwise_rule_with_tail():
     m = check_op("add", [In((3, 17, 33)), In((33,))], {}, torch.add)
     assert kernel_rule(m) == "injective"

@@ -76,14 +76,20 @@ def has_if_then_else(sch: s_tir.Schedule, block) -> bool:
     return bool(found)
 
 
-def same_shape(sch: s_tir.Schedule, a, b) -> bool:
-    """Whether blocks ``a`` and ``b`` write buffers of one shape (an epilogue that can be
-    computed tile by tile with its anchor)."""
+def fits_in_tiles(sch: s_tir.Schedule, a, b) -> bool:
+    """Whether block ``b`` (an epilogue) can be computed tile by tile with its anchor
+    ``a``: it writes a buffer of ``a``'s shape, or one with fewer rows (a linear whose rows
+    the lowering padded to whole tiles writes back only the real ones). Fewer columns
+    would put a lane predicate in the write-back, which TVM then runs scalar."""
     shape_a = sch.get(a).writes[0].source.shape
     shape_b = sch.get(b).writes[0].source.shape
-    return len(shape_a) == len(shape_b) and all(
-        isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm) and int(x) == int(y)
-        or x.same_as(y) for x, y in zip(shape_a, shape_b)) and not has_if_then_else(sch, b)
+    if len(shape_a) != len(shape_b) or has_if_then_else(sch, b):
+        return False
+    static = [isinstance(x, tirx.IntImm) and isinstance(y, tirx.IntImm)
+              for x, y in zip(shape_a, shape_b)]
+    same = [s and int(x) == int(y) or x.same_as(y) for s, x, y in zip(static, shape_a, shape_b)]
+    fewer = [s and int(y) < int(x) for s, x, y in zip(static, shape_a, shape_b)]
+    return same[-1] and all(s or f for s, f in zip(same[:-1], fewer[:-1]))
 
 
 def extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -109,6 +115,11 @@ def vectorize_block(sch: s_tir.Schedule, block, parallel: bool = True) -> None:
     if not loops:
         return
     n = extent(sch, loops[-1])
+    if n is not None and n > VEC and n % 8 and len(loops) > 1:  # a tail, split off
+        if parallel:
+            sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
+        split_vectors(sch, loops[-1], VEC)
+        return
     if n is not None and n <= VEC:
         outer, vec = loops[:-1], loops[-1]
     else:
@@ -130,7 +141,17 @@ def vectorize_inner(sch: s_tir.Schedule, block) -> None:
         if n > 1:
             sch.vectorize(inner)
         return
-    _, vec = sch.split(inner, [None, VEC])
+    split_vectors(sch, inner, VEC)
+
+
+def split_vectors(sch: s_tir.Schedule, loop, lanes: int) -> None:
+    """Vectorize ``loop`` in vectors of ``lanes``. A tail that does not fill a vector is
+    split off as a scalar loop of its own: left in, its lane predicate makes TVM run
+    the whole loop scalar (ViT's 197-wide softmax rows ran 10x slower than 128-wide)."""
+    n = extent(sch, loop)
+    if n is not None and n % lanes and n > lanes:
+        loop, _ = sch.loop_partition(loop, [n - n % lanes, None])
+    _, vec = sch.split(loop, [None, lanes])
     sch.vectorize(vec)
 
 
@@ -217,7 +238,7 @@ class _TiledReduction(Rule):
         if inline_all(sch, consumers[:-1]):  # the epilogue must collapse into one block
             return None
         epilogue = consumers[-1] if consumers else None
-        if epilogue is not None and not same_shape(sch, main, epilogue):
+        if epilogue is not None and not fits_in_tiles(sch, main, epilogue):
             # e.g. conv+relu6+pad: a pad computed per tile would leave its border unwritten
             self.tile(sch, main, None, vec_axis, row_axis)
             vectorize_block(sch, epilogue)
@@ -298,8 +319,10 @@ class Matmul(_TiledReduction):
 
     def pad(self, sch, block, vec_axis, row_axis):
         # ViT's attention scores, [197, 64] x [64, 197]: a 197-wide tile ran at 4.5 GFLOP/s.
-        # Padded to 208 columns and 200 rows (the operands copied into zero-padded buffers,
-        # the result copied back), the tiles have no tail.
+        # The CPU lowering pads matmul and linear to whole tiles itself (op_table's
+        # _whole_tiles, without copying the rows); this pads what comes unpadded (a linear
+        # whose weight is not in panels): operands copied into zero-padded buffers, the
+        # result copied back.
         loops = sch.get_loops(block)
         n = extent(sch, loops[vec_axis])
         m = extent(sch, loops[row_axis]) if row_axis is not None else 1
@@ -308,7 +331,8 @@ class Matmul(_TiledReduction):
         vecs, lanes, rows = register_tile(n, m)
         if n % (vecs * lanes) == 0 and (row_axis is None or m % rows == 0):
             return False
-        padded_n = -(-n // VEC) * VEC
+        step = 2 * VEC if n > 2 * VEC else VEC  # two vectors a tile: 16 accumulators, not 8
+        padded_n = -(-n // step) * step
         _, _, rows = register_tile(padded_n, m)
         padding = [1] * len(loops)
         padding[vec_axis] = VEC
