@@ -108,6 +108,20 @@ def attention_context_case():
     return g, [torch.randn(1, 12, 197, 197), torch.randn(1, 12, 197, 64)], torch.matmul
 
 
+def conv_pad_case():
+    """MobileNetV2's expansion 1x1 conv + relu6 whose output is padded for the stride-2
+    depthwise conv after it."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 112, 112), "float32"))
+    w = g.add_weight("w", np.random.randn(96, 16, 1, 1).astype("float32") * 0.1)
+    y = g.call("conv2d", [x, w], {}, meta={"group": 0})
+    y = g.call("clamp", [y], {"min": 0.0, "max": 6.0}, meta={"group": 0})
+    g.outputs = [g.call("pad", [y], {"pads": (0, 1, 0, 1)}, meta={"group": 0})]
+    wt = torch.from_numpy(g.weights["w"])
+    return g, [torch.randn(1, 16, 112, 112)], \
+        lambda x: F.pad(F.conv2d(x, wt).clamp(0, 6), (0, 1, 0, 1))
+
+
 def softmax_case():
     g = Graph()
     x = g.add_input("x", TensorType((12, 128, 128), "float32"))
@@ -150,6 +164,11 @@ CASES = {
     "r50 conv3x3 512 @7": conv_case(512, 7),
     "r50 stem 7x7/2 3->64 @224": conv_case(3, 224, out_channels=64, kernel=7, stride=2),
     "mbv2 conv1x1 32->192 @56": conv_case(32, 56, out_channels=192, kernel=1),
+    "mbv2 depthwise3x3/2 96 @112": conv_case(96, 112, groups=96, relu=True, stride=2),
+    "mbv2 depthwise3x3 144 @56": conv_case(144, 56, groups=144, relu=True),
+    "mbv2 depthwise3x3 960 @7": conv_case(960, 7, groups=960, relu=True),
+    "mbv2 conv1x1 16->96 @112": conv_case(16, 112, out_channels=96, kernel=1, relu=True),
+    "mbv2 conv1x1+relu6+pad @112": conv_pad_case,
     "layer_norm 128x768": layer_norm_case,
     "max_pool3x3/2 1x64x112": max_pool_case,
 }

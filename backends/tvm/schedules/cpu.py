@@ -246,6 +246,10 @@ class _TiledReduction(Rule):
         self.tile(sch, main, epilogue, vec_axis, row_axis)
         return sch
 
+    def row_tile(self, rows: int, n_rows: int | None) -> int:
+        """The register tile's rows, given the most that fit and the axis' extent."""
+        return rows
+
     def pad(self, sch: s_tir.Schedule, block, vec_axis: int, row_axis: int | None) -> bool:
         """Pad the iteration space to whole register tiles (True if it did): a tile with a
         tail is predicated per lane, and TVM then runs it scalar. Rules whose operands are
@@ -259,6 +263,7 @@ class _TiledReduction(Rule):
         reduce_loops = [loops[i] for i, k in enumerate(dom) if k == "R"]
         n_rows = extent(sch, loops[row_axis]) if row_axis is not None else 1
         vecs, lanes, rows = register_tile(extent(sch, loops[vec_axis]), n_rows or TILE_ROWS)
+        rows = self.row_tile(rows, n_rows)
         v_outer, v_mid, v_inner = sch.split(loops[vec_axis], [None, vecs, lanes])
         outer = [loops[i] for i in spatial if i not in (vec_axis, row_axis)]
         if row_axis is not None:
@@ -458,7 +463,12 @@ class DepthwiseConv2d(_TiledReduction):
             data_vars, w_vars = w_vars, data_vars
         if iters[3] not in data_vars or iters[1] not in data_vars:
             return None
-        return 3, None
+        return 3, 2
+
+    def row_tile(self, rows, n_rows):
+        # output rows share each tap's weight; a row tail would be predicated inside the
+        # tap loop, so the tile takes the most rows that divide the output's height
+        return next(r for r in range(rows, 0, -1) if not n_rows or n_rows % r == 0)
 
 
 class Reduction(Rule):
@@ -479,9 +489,16 @@ class Reduction(Rule):
         if all(is_spatial(sch, b) for b in blocks):
             return None
         first = next(i for i, b in enumerate(blocks) if not is_spatial(sch, b))
-        blocks = inline_all(sch, blocks[:first]) + blocks[first:]
-        if len(blocks) == 1 and self.vectorize_window(sch, blocks[0]):
+        if first == len(blocks) - 1 and self.is_window(sch, blocks[-1]):
+            # pooling: a padding block stays, computed once; inlined, its bounds test on
+            # every window element made TVM run ResNet-50's max pool scalar (0.6 ms)
+            pads = [b for b in blocks[:first] if has_if_then_else(sch, b)]
+            inline_all(sch, [b for b in blocks[:first] if b not in pads])
+            for b in pads:
+                vectorize_block(sch, b)
+            self.vectorize_window(sch, blocks[-1])
             return sch
+        blocks = inline_all(sch, blocks[:first]) + blocks[first:]
         lead = self.row_loops(sch, blocks, min(leading_spatial(kinds(sch, b)) for b in blocks))
         if lead == 0:
             return None
@@ -545,18 +562,27 @@ class Reduction(Rule):
         sch.decompose_reduction(rf, loops[tile + 1])
 
     @staticmethod
-    def vectorize_window(sch: s_tir.Schedule, block) -> bool:
-        """out[.., i, j] = reduce over a window (pooling): parallel over the outer spatial
-        axes, the window loops inside, vector lanes along j."""
+    def is_window(sch: s_tir.Schedule, block) -> bool:
+        """Whether ``block`` is out[.., i, j] = reduce over a window (pooling), j at least
+        8 wide."""
         dom = kinds(sch, block)
         spatial = leading_spatial(dom)
         loops = sch.get_loops(block)
         if dom.rstrip("R") != "S" * spatial or spatial < 2 or len(loops) != len(dom):
             return False
         n = extent(sch, loops[spatial - 1])
-        if n is None or n < 8:
+        return n is not None and n >= 8
+
+    @classmethod
+    def vectorize_window(cls, sch: s_tir.Schedule, block) -> bool:
+        """A window reduction (``is_window``): parallel over the outer spatial axes, the
+        window loops inside, vector lanes along j."""
+        if not cls.is_window(sch, block):
             return False
-        lanes = VEC if n % VEC == 0 or n > 2 * VEC else 8
+        spatial = leading_spatial(kinds(sch, block))
+        loops = sch.get_loops(block)
+        n = extent(sch, loops[spatial - 1])
+        lanes = next((k for k in (VEC, 8) if n % k == 0), VEC if n > 2 * VEC else 8)
         j_outer, j_inner = sch.split(loops[spatial - 1], [None, lanes])
         sch.reorder(j_outer, *loops[spatial:], j_inner)
         sch.parallel(sch.fuse(*loops[:spatial - 1], j_outer))
