@@ -160,6 +160,7 @@ CASES = {
     # ResNet-50 / MobileNetV2 / BERT shapes
     "r50 conv1x1 256->64 @56": conv_case(256, 56, out_channels=64, kernel=1),
     "r50 conv3x3 256 @14": conv_case(256, 14),
+    "r50 conv1x1 64->256 @56": conv_case(64, 56, out_channels=256, kernel=1),
     "r50 conv1x1 512->2048 @7": conv_case(512, 7, out_channels=2048, kernel=1),
     "r50 conv3x3 512 @7": conv_case(512, 7),
     "r50 stem 7x7/2 3->64 @224": conv_case(3, 224, out_channels=64, kernel=7, stride=2),
