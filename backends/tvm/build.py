@@ -22,6 +22,7 @@ from backends.tvm.lower import KernelInfo, LoweredModule, describe_nodes, lower_
 from backends.tvm.memory import ArenaLowering, MemoryStats, SizeClassArena
 from backends.tvm.pipeline import relax_pipeline
 from backends.tvm.schedules import apply_rules, rules_for, schedule_module
+from backends.tvm.strided_loads import tir_pipeline
 from backends.tvm.target import resolve_target, target_kind
 from backends.tvm.toolchain import gpu_toolchain
 from backends.tvm.tuning import library as library_kernels  # registers their packed function
@@ -170,7 +171,8 @@ def drop_unused_weights(mod: tvm.IRModule, lowered: LoweredModule, graph_inputs:
 def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph: Graph,
              target: tvm.target.Target, kind: str, memory: ArenaLowering) -> relax.Executable:
     try:
-        return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, memory))
+        return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, memory),
+                           tir_pipeline=tir_pipeline(target))
     except Exception as first:  # find the kernel(s) at fault, reschedule them, try once more
         bad = [k for k in lowered.kernels if not _builds_alone(mod[k.name], target)]
         if not bad:
@@ -182,7 +184,8 @@ def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph
             mod[k.name] = func
             k.schedule = f"{rule} (retry)"
         try:
-            return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, memory))
+            return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, memory),
+                               tir_pipeline=tir_pipeline(target))
         except Exception as second:
             nodes = [graph.node(n) for k in bad for n in k.node_names]
             raise LoweringError(f"TVM failed to build the kernel of:\n  {describe_nodes(nodes)}"
@@ -191,7 +194,8 @@ def _compile(mod: tvm.IRModule, lowered: LoweredModule, unscheduled: dict, graph
 
 def _builds_alone(func, target: tvm.target.Target) -> bool:
     try:
-        tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+        tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target,
+                    tir_pipeline=tir_pipeline(target))
         return True
     except Exception:
         return False

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import tvm
+import tvm_ffi
 from tvm import tirx
 
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
@@ -67,3 +69,37 @@ def tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
     z = x * x
     small = _horner(z, _TANH_P) * z * x + x
     return tirx.Select(tirx.And(x < _f(0.625), x > _f(-0.625)), small, big)
+
+
+_NAN_BITS = {"float32": ("int32", 0x7FFFFFFF, 0x7F800000),
+             "float16": ("int16", 0x7FFF, 0x7C00),
+             "float64": ("int64", 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)}
+_ISNAN = tvm.ir.Op.get("tirx.isnan")
+
+
+def bits_isnan(x: tirx.PrimExpr) -> tirx.PrimExpr | None:
+    """x is NaN as a test on its bits (exponent all ones, mantissa not zero), or None for
+    a dtype without a table entry."""
+    entry = _NAN_BITS.get(str(x.ty))
+    if entry is None:
+        return None
+    bits, magnitude, inf = entry
+    return tirx.bitwise_and(tirx.reinterpret(bits, x), tirx.const(magnitude, bits)) \
+        > tirx.const(inf, bits)
+
+
+def vectorizable_isnan(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every ``tirx.isnan`` a test on the bits. TVM's vectorizer runs a loop
+    that calls ``isnan`` scalar, and every NaN-keeping op calls it: the exp of each
+    softmax, the erf of each GELU epilogue, max pooling ran one lane at a time on the CPU
+    (``x != x`` its simplifier folds to false). GPU code keeps ``isnan``: its loops are
+    threads, and vectors of the bit test's bools do not compile there."""
+
+    def visit(call: tvm.ir.Call, mutator: tvm_ffi.StructuralMutator) -> tvm.ir.Call:
+        call = mutator.default_mutate(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.same_as(_ISNAN):
+            test = bits_isnan(call.args[0])
+            return call if test is None else test
+        return call
+
+    return func.with_body(tvm_ffi.structural_mutate(func.body, [(tvm.ir.Call, visit)]))

@@ -16,6 +16,7 @@ from typing import Any
 import tvm
 from tvm import relax, tirx
 
+from backends.tvm import fastmath
 from backends.tvm.op_table import OP_TABLE, OutType, const
 from backends.tvm.weights import (
     CONV_LANES,
@@ -83,7 +84,11 @@ def check_supported(graph: Graph) -> None:
 def lower_graph(graph: Graph, target: Any = None) -> LoweredModule:
     """Lower ``graph`` to an IRModule with one PrimFunc per kernel (unscheduled)."""
     check_supported(graph)
-    return _Lowerer(graph, pack_conv=_is_cpu(target)).run()
+    lowered = _Lowerer(graph, pack_conv=_is_cpu(target)).run()
+    if _is_cpu(target):
+        for name in {k.name for k in lowered.kernels}:
+            lowered.mod[name] = fastmath.vectorizable_isnan(lowered.mod[name])
+    return lowered
 
 
 def _is_cpu(target: Any) -> bool:

@@ -221,3 +221,56 @@ def test_unscheduled_build_still_runs():
     assert kernel_rule(m) == "none"
     xt = torch.randn(5, 6)
     torch.testing.assert_close(m(xt)[0], xt.tanh())
+
+
+NAN_OPS = [("sigmoid", {}, torch.sigmoid), ("gelu", {}, F.gelu),
+           ("softmax", {"dim": -1}, lambda t: t.softmax(-1))]
+
+
+@pytest.mark.parametrize("op, attrs, reference", NAN_OPS, ids=[c[0] for c in NAN_OPS])
+def test_nan_tests_keep_the_loop_vectorized(op, attrs, reference):
+    # TVM's vectorizer runs a loop calling tirx.isnan one lane at a time: the exp of every
+    # softmax and the erf of every GELU epilogue were scalar. On the CPU the test is on
+    # the bits, and a NaN still comes out as one.
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 64), "float32"))
+    g.outputs = [g.call(op, [x], attrs)]
+    m = build(g, "cpu")
+    assert "isnan" not in m.mod[m.kernels[0].name].script()
+    xt = torch.randn(4, 64)
+    xt[0, 3], xt[1, 40], xt[2, 17] = float("nan"), 90.0, float("-inf")  # torch: gelu(inf) NaN
+    torch.testing.assert_close(m(xt)[0], reference(xt), rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_stride_two_vector_loads_become_one_load_and_a_shuffle():
+    import tvm
+    import tvm.tirx.compilation_pipeline as pipelines
+    from tvm import s_tir, te
+
+    from backends.tvm import strided_loads
+    from backends.tvm.target import resolve_target
+
+    x = te.placeholder((8, 64), name="x")
+    y = te.compute((8, 32), lambda i, j: x[i, 2 * j] + x[i, 2 * j + 1], name="y")
+    sch = s_tir.Schedule(te.create_prim_func([x, y]))
+    i, j = sch.get_loops(sch.get_sblock("y"))
+    sch.vectorize(sch.split(j, [None, 16])[1])
+    lowered = []
+
+    def capture():
+        lower, host, device = pipelines.get_tir_pipeline("default")
+        keep = tvm.transform.module_pass(lambda mod, ctx: lowered.append(mod) or mod,
+                                         opt_level=0)
+        return tvm.transform.Sequential([lower, keep]), host, device
+
+    pipelines.register_tir_pipeline("test_capture", capture)
+    target = resolve_target("cpu")
+    tvm.compile(sch.mod, target=target, tir_pipeline="test_capture")
+    text = strided_loads.strided_loads_as_shuffles(lowered[-1])["main"].script()
+    assert "T.Shuffle" in text and "T.Ramp(" in text and ", 2, 16)" not in text
+
+    lib = tvm.compile(sch.mod, target=target, tir_pipeline=strided_loads.tir_pipeline(target))
+    xs = np.random.randn(8, 64).astype("float32")
+    out = tvm.runtime.tensor(np.zeros((8, 32), "float32"))
+    lib(tvm.runtime.tensor(xs), out)
+    np.testing.assert_allclose(out.numpy(), xs[:, 0::2] + xs[:, 1::2], rtol=1e-6)

@@ -20,6 +20,7 @@ import numpy as np
 import tvm
 from tvm import tirx
 
+from backends.tvm.strided_loads import tir_pipeline
 from compiler.errors import LoweringError
 
 
@@ -92,7 +93,7 @@ def random_args(specs: list[tuple[tuple[int, ...], str]],
 def compile_primfunc(func: tirx.PrimFunc, target: tvm.target.Target) -> tvm.runtime.Module:
     """One kernel as a runnable module whose function is ``main``."""
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    return tvm.compile(mod, target=target).jit()
+    return tvm.compile(mod, target=target, tir_pipeline=tir_pipeline(target)).jit()
 
 
 def time_module(module: tvm.runtime.Module, args: list, device: tvm.runtime.Device,
