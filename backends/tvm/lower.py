@@ -17,13 +17,16 @@ import tvm
 from tvm import relax, tirx
 
 from backends.tvm import fastmath
-from backends.tvm.op_table import OP_TABLE, OutType, const
+from backends.tvm.op_table import OP_TABLE, OutType, const, conv1x1_flat
 from backends.tvm.weights import (
     CONV_LANES,
     CONV_PACKED,
+    FLAT,
     KN,
+    OI,
     PACKED,
     PANEL,
+    flat_shape,
     packed_shape,
 )
 from compiler.dynamic import tir_dim
@@ -105,6 +108,8 @@ class _Lowerer:
         self.weight_params: dict[tuple[str, str | None], relax.Var] = {}
         self.kernels: list[KernelInfo] = []
         self.views: list[str] = []
+        self.flat: Node | None = None  # the 1x1 conv of the kernel being lowered flat
+        self.flat_views: dict[Node, relax.Expr] = {}
 
     # ----- types ---------------------------------------------------------------------
     def dim(self, d: int | str) -> tirx.PrimExpr:
@@ -116,7 +121,8 @@ class _Lowerer:
             raise LoweringError(str(e)) from None
 
     def out_type(self, node: Node) -> OutType:
-        return OutType(tuple(self.dim(d) for d in node.shape), node.dtype)
+        shape = flat_shape(node.shape) if self.flat is not None else node.shape
+        return OutType(tuple(self.dim(d) for d in shape), node.dtype)
 
     def tensor_type(self, node: Node) -> relax.TensorType:
         return relax.TensorType([self.dim(d) for d in node.shape], node.dtype)
@@ -135,10 +141,16 @@ class _Lowerer:
     def operand(self, node: Node, layout: str | None) -> relax.Expr:
         if node.op == "weight":
             return self.weight(node, layout)
+        if layout == FLAT:  # a view of the value with H*W as one dim
+            return self.flat_views[node]
         return self.values[node]
 
     def layout(self, user: Node, position: int) -> str | None:
         operand = user.inputs[position]
+        if self.flat is not None:
+            if user is self.flat and position == 1:
+                return OI
+            return FLAT if len(operand.shape) >= 2 else None
         if user.op == "linear" and position == 1 and operand.op == "weight":
             return PACKED if operand.shape[0] % PANEL == 0 else KN
         if self.pack_conv and user.op == "conv2d" and position == 1 and operand.op == "weight" \
@@ -163,6 +175,7 @@ class _Lowerer:
 
     def lower_kernel(self, bb: relax.BlockBuilder, members: list[Node]) -> None:
         root = members[-1]
+        self.flat = flat_conv(members) if self.pack_conv else None
         if all(n.op == "reshape" for n in members):  # a view, no kernel
             source = members[0].inputs[0]
             shape = [self.dim(d) for d in root.shape]
@@ -193,14 +206,22 @@ class _Lowerer:
                     attrs["weight_layout"] = self.layout(node, 1)
                 if self.pack_conv and node.op in ("linear", "matmul"):
                     attrs["pad_rows"] = True  # to whole register tiles of the CPU rule
-                env[(node, None)] = OP_TABLE[node.op](args, attrs, self.out_type(node))
+                lowering = conv1x1_flat if node is self.flat else OP_TABLE[node.op]
+                env[(node, None)] = lowering(args, attrs, self.out_type(node))
             return env[(root, None)]
 
         hint = kernel_name(members)
+        for node, layout in keys:
+            if layout == FLAT and node.op != "weight" and node not in self.flat_views:
+                shape = [self.dim(d) for d in flat_shape(node.shape)]
+                self.flat_views[node] = bb.emit(relax.op.reshape(self.values[node], shape))
         try:
             call = bb.call_te(compose, *[self.operand(n, lay) for n, lay in keys],
                               primfunc_name_hint=hint)
             self.values[root] = bb.emit(call)
+            if self.flat is not None:  # back to [N, C, H, W]: a view
+                shape = [self.dim(d) for d in root.shape]
+                self.values[root] = bb.emit(relax.op.reshape(self.values[root], shape))
         except LoweringError:
             raise
         except Exception as e:  # TVM's or our TE code failing on this group
@@ -223,6 +244,42 @@ class _Lowerer:
                 outputs.append(("result", len(results)))
                 results.append(self.values[node])
         return results, outputs
+
+
+FLAT_MIN_PIXELS = 256  # below, the packed conv's tile (columns x channels) does better
+
+
+def flat_conv(members: list[Node]) -> Node | None:
+    """The conv of a kernel to lower as a matmul over H*W (``op_table.conv1x1_flat``), or
+    None: a 1x1, stride-1, unpadded, ungrouped fp32 conv with a constant weight, first in
+    its kernel, over at least FLAT_MIN_PIXELS pixels in whole vectors, followed only by
+    elementwise ops of its shape whose other operands are [.., H, W] or [.., 1, 1] (they
+    are viewed flat too)."""
+    conv = members[0]
+    if conv.op != "conv2d" or any(n.op == "conv2d" for n in members[1:]):
+        return None
+    x, w = conv.inputs[:2]
+    attrs = conv.attrs
+    if w.op != "weight" or tuple(w.shape[2:]) != (1, 1) or conv.dtype != "float32" \
+            or tuple(attrs.get("stride", (1, 1))) != (1, 1) \
+            or tuple(attrs.get("padding", (0, 0))) != (0, 0) \
+            or tuple(attrs.get("dilation", (1, 1))) != (1, 1) or attrs.get("groups", 1) != 1:
+        return None
+    if not all(isinstance(d, int) for d in conv.shape) or x.dtype != "float32":
+        return None
+    _, _, h, wd = conv.shape
+    if h * wd < FLAT_MIN_PIXELS or (h * wd) % 16:
+        return None
+    inside = set(members)
+    for node in members[1:]:
+        if get_op(node.op).kind != "elementwise" or tuple(node.shape) != tuple(conv.shape):
+            return None
+        for i in node.inputs:
+            if i in inside or i.op == "constant":
+                continue
+            if len(i.shape) < 2 or tuple(i.shape[-2:]) not in ((h, wd), (1, 1)):
+                return None
+    return conv
 
 
 def anchor_op(members: list[Node]) -> str:

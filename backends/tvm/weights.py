@@ -14,7 +14,10 @@ Layouts (the kernel asks for one through ``attrs["weight_layout"]``):
 - ``KN32``: ... in panels [out / 32, in, 32]: one register tile's columns, contiguous over
   the whole reduction (a row stride of a wide [in, out] layer thrashes the TLB);
 - ``OIHW16o``: a conv2d weight [OC, IC, KH, KW] as [OC / 16, IC, KH, KW, 16]: 16 output
-  channels, one vector, contiguous for the CPU rule.
+  channels, one vector, contiguous for the CPU rule;
+- ``OI``: a 1x1 conv2d weight [OC, IC, 1, 1] as [OC, IC], and ``flat``: any weight's last
+  two dims as one ([C, 1, 1] -> [C, 1]), for a 1x1 conv kernel lowered as a matmul over
+  H*W (``lower``); views, no copies.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ PANEL = 32
 PACKED = "KN32"
 CONV_LANES = 16
 CONV_PACKED = "OIHW16o"
+FLAT = "flat"
+OI = "OI"
 ALIGN = 64  # TVM's kernels assume 64-byte aligned buffers
 
 
@@ -40,7 +45,17 @@ def packed_shape(shape: tuple, layout: str | None) -> tuple:
     if layout == CONV_PACKED:
         oc, *rest = shape
         return (oc // CONV_LANES, *rest, CONV_LANES)
+    if layout == FLAT:
+        return flat_shape(shape)
+    if layout == OI:
+        return tuple(shape[:2])
     return tuple(shape)
+
+
+def flat_shape(shape: tuple) -> tuple:
+    """``shape`` with its last two dims as one."""
+    *lead, h, w = shape
+    return (*lead, h * w)
 
 
 def pack(data: np.ndarray, layout: str | None) -> np.ndarray:
@@ -55,6 +70,8 @@ def pack(data: np.ndarray, layout: str | None) -> np.ndarray:
         oc = data.shape[0]
         blocks = data.reshape(oc // CONV_LANES, CONV_LANES, *data.shape[1:])
         return np.ascontiguousarray(blocks.transpose(0, 2, 3, 4, 1))
+    if layout in (FLAT, OI):
+        return np.asarray(data, order="C").reshape(packed_shape(data.shape, layout))
     if layout is not None:
         raise ValueError(f"unknown weight layout {layout!r}")
     return np.asarray(data, order="C")

@@ -274,3 +274,29 @@ def test_stride_two_vector_loads_become_one_load_and_a_shuffle():
     out = tvm.runtime.tensor(np.zeros((8, 32), "float32"))
     lib(tvm.runtime.tensor(xs), out)
     np.testing.assert_allclose(out.numpy(), xs[:, 0::2] + xs[:, 1::2], rtol=1e-6)
+
+
+def test_a_1x1_conv_over_many_pixels_is_a_matmul_over_them():
+    # ResNet-50's and MobileNetV2's 1x1 convs at 56x56 and 112x112: the packed conv's
+    # channel-last tile made every write-back a transpose; over H*W flattened the conv
+    # is w @ x, whose tiles write whole vectors. Its epilogue operands are views too.
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 16, 16, 16), "float32"))
+    r = g.add_input("r", TensorType((2, 32, 16, 16), "float32"))
+    w = g.add_weight("w", np.random.randn(32, 16, 1, 1).astype("float32"))
+    b = g.add_weight("b", np.random.randn(32).astype("float32"))
+    s = g.add_weight("s", np.random.randn(32, 1, 1).astype("float32"))
+    y = g.call("conv2d", [x, w, b], {}, meta={"group": 0})
+    y = g.call("mul", [y, s], meta={"group": 0})
+    y = g.call("add", [y, r], meta={"group": 0})
+    g.outputs = [g.call("relu", [y], meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "matmul" and m.num_kernels == 1
+    xt, rt = torch.randn(2, 16, 16, 16), torch.randn(2, 32, 16, 16)
+    weight = {n: torch.from_numpy(g.weights[n]) for n in "wbs"}
+    expected = F.relu(F.conv2d(xt, weight["w"], weight["b"]) * weight["s"] + rt)
+    torch.testing.assert_close(m(xt, rt)[0], expected, rtol=1e-4, atol=1e-4)
+    # few pixels (14 x 14) keep the packed conv, whose tile spans columns and channels
+    m = check_op("conv2d", [In((1, 16, 14, 14)), W((32, 16, 1, 1))], {}, F.conv2d,
+                 rtol=1e-4, atol=1e-4)
+    assert kernel_rule(m) == "conv2d_packed"

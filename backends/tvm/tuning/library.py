@@ -188,6 +188,7 @@ class LibraryKernel:
     def run(self, acts: list[torch.Tensor], out: torch.Tensor) -> None:
         """Compute into ``out`` (the program's buffer, possibly over an input: the result
         is complete before it is written)."""
+        acts = [a.view(shape) for a, shape in zip(acts, self.spec.inputs)]  # flat views
         out.copy_(self.compute(acts).reshape(out.shape))
 
 

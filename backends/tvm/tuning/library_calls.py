@@ -20,11 +20,15 @@ from backends.tvm.tuning.library import FUNC, LibrarySpec
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
 
-def wrapper(spec: LibrarySpec, dtype: str = "float32") -> tirx.PrimFunc:
+def wrapper(spec: LibrarySpec, dtype: str = "float32", shapes: list | None = None,
+            out_shape: tuple | None = None) -> tirx.PrimFunc:
     """The PrimFunc of one library call site: activations in, ``out`` written by the
-    packed function."""
-    inputs = [te.placeholder(shape, dtype, name=f"in{i}") for i, shape in enumerate(spec.inputs)]
-    out = te.extern(spec.out, inputs,
+    packed function. ``shapes``/``out_shape``: those of the call site where they are
+    views of the spec's (a 1x1 conv lowered over H*W flattened); the library kernel views
+    them back."""
+    shapes = shapes or spec.inputs
+    inputs = [te.placeholder(shape, dtype, name=f"in{i}") for i, shape in enumerate(shapes)]
+    out = te.extern(out_shape or spec.out, inputs,
                     lambda ins, outs: tirx.call_packed(FUNC, spec.id, *ins, outs[0]),
                     name="library", dtype=dtype)
     return te.create_prim_func([*inputs, out]).without_attr("global_symbol")
@@ -39,11 +43,16 @@ def route_to_library(mod: tvm.IRModule, kernels: list[Any], graph_inputs: int
     wanted = [k for k in kernels if k.library]
     if not wanted:
         return mod
+    weights = set(mod["main"].params[graph_inputs:])
+    sites = dict(zip([id(k) for k in kernels], _kernel_calls(mod["main"])))
     builder = relax.BlockBuilder(mod)  # adds each wrapper with its type on the GlobalVar
     wrappers = {}
     for k in wanted:
         spec = LibrarySpec.from_dict(k.library)
-        wrappers[id(k)] = builder.add_func(wrapper(spec), f"{k.name}_{spec.id[:8]}")
+        call = sites[id(k)]
+        shapes = [_static_shape(a) for a in _activations(call, weights)]
+        func = wrapper(spec, shapes=shapes, out_shape=_static_shape(call.ty_args[0]))
+        wrappers[id(k)] = builder.add_func(func, f"{k.name}_{spec.id[:8]}")
     mod = builder.get()
     main_gv = mod.get_global_var("main")
     main = mod[main_gv]
@@ -68,14 +77,30 @@ def route_to_library(mod: tvm.IRModule, kernels: list[Any], graph_inputs: int
     body = relax.SeqExpr(blocks, main.body.body)
     mod[main_gv] = relax.Function(main.params, body, main.ret_ty, main.is_pure,
                                   main.attrs)
-    return mod
+    # normalized: the new call_tir bindings carry no types yet, and LegalizeOps, filling
+    # them in while it adds a reshape's PrimFunc, lost track of main ("does not appear in
+    # the de-duplication map") when a kernel's operands were views
+    return relax.transform.Normalize()(mod)
+
+
+def _kernel_calls(main: relax.Function) -> list[relax.Call]:
+    return [b.value for block in main.body.blocks for b in block.bindings
+            if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
+
+
+def _activations(call: relax.Call, weights: set[relax.Var]) -> list[relax.Var]:
+    return [a for a in call.args[1].fields if isinstance(a, relax.Var) and a not in weights]
+
+
+def _static_shape(value: Any) -> tuple[int, ...]:
+    ty = value if isinstance(value, relax.TensorType) else value.ty
+    return tuple(int(d) for d in ty.shape.values)
 
 
 def _library_call(gvar: tvm.ir.GlobalVar, kernel: Any, call: relax.Call,
                   weights: set[relax.Var]) -> relax.Call:
     spec = LibrarySpec.from_dict(kernel.library)
-    acts = [a for a in call.args[1].fields
-            if isinstance(a, relax.Var) and a not in weights]
+    acts = _activations(call, weights)
     if len(acts) != len(spec.inputs):
         raise AssertionError(f"kernel {kernel.name}: {len(acts)} activation arguments, the "
                              f"library spec has {len(spec.inputs)}")
