@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tvm
-from tvm import relax, tirx
+from tvm import relax, te, tirx
 
 from backends.tvm import fastmath
 from backends.tvm.op_table import OP_TABLE, OutType, const, conv1x1_flat
@@ -121,7 +121,8 @@ class _Lowerer:
             raise LoweringError(str(e)) from None
 
     def out_type(self, node: Node) -> OutType:
-        shape = flat_shape(node.shape) if self.flat is not None else node.shape
+        shape = flat_shape(node.shape) if self.flat is not None and node.op != "pad" \
+            else node.shape
         return OutType(tuple(self.dim(d) for d in shape), node.dtype)
 
     def tensor_type(self, node: Node) -> relax.TensorType:
@@ -207,6 +208,8 @@ class _Lowerer:
                 if self.pack_conv and node.op in ("linear", "matmul"):
                     attrs["pad_rows"] = True  # to whole register tiles of the CPU rule
                 lowering = conv1x1_flat if node is self.flat else OP_TABLE[node.op]
+                if self.flat is not None and node.op == "pad":  # pads [N, C, H, W]
+                    args = [unflatten(args[0], node.inputs[0].shape)]
                 env[(node, None)] = lowering(args, attrs, self.out_type(node))
             return env[(root, None)]
 
@@ -219,7 +222,7 @@ class _Lowerer:
             call = bb.call_te(compose, *[self.operand(n, lay) for n, lay in keys],
                               primfunc_name_hint=hint)
             self.values[root] = bb.emit(call)
-            if self.flat is not None:  # back to [N, C, H, W]: a view
+            if self.flat is not None and root.op != "pad":  # back to [N, C, H, W]: a view
                 shape = [self.dim(d) for d in root.shape]
                 self.values[root] = bb.emit(relax.op.reshape(self.values[root], shape))
         except LoweringError:
@@ -254,7 +257,7 @@ def flat_conv(members: list[Node]) -> Node | None:
     None: a 1x1, stride-1, unpadded, ungrouped fp32 conv with a constant weight, first in
     its kernel, over at least FLAT_MIN_PIXELS pixels in whole vectors, followed only by
     elementwise ops of its shape whose other operands are [.., H, W] or [.., 1, 1] (they
-    are viewed flat too)."""
+    are viewed flat too), and at the end perhaps a pad (of [N, C, H, W] again)."""
     conv = members[0]
     if conv.op != "conv2d" or any(n.op == "conv2d" for n in members[1:]):
         return None
@@ -271,6 +274,11 @@ def flat_conv(members: list[Node]) -> Node | None:
     if h * wd < FLAT_MIN_PIXELS or (h * wd) % 16:
         return None
     inside = set(members)
+    *members, last = members
+    if last.op == "pad" and last.inputs[0] is members[-1]:  # padded for the next conv
+        pass
+    elif last is not conv:
+        members.append(last)
     for node in members[1:]:
         if get_op(node.op).kind != "elementwise" or tuple(node.shape) != tuple(conv.shape):
             return None
@@ -280,6 +288,12 @@ def flat_conv(members: list[Node]) -> Node | None:
             if len(i.shape) < 2 or tuple(i.shape[-2:]) not in ((h, wd), (1, 1)):
                 return None
     return conv
+
+
+def unflatten(t: te.Tensor, shape: tuple) -> te.Tensor:
+    """A flat [N, C, H * W] TE tensor read as [N, C, H, W]."""
+    width = shape[-1]
+    return te.compute(shape, lambda *i: t(*i[:-2], i[-2] * width + i[-1]), name="T_unflatten")
 
 
 def anchor_op(members: list[Node]) -> str:

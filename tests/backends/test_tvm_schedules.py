@@ -300,3 +300,14 @@ def test_a_1x1_conv_over_many_pixels_is_a_matmul_over_them():
     m = check_op("conv2d", [In((1, 16, 14, 14)), W((32, 16, 1, 1))], {}, F.conv2d,
                  rtol=1e-4, atol=1e-4)
     assert kernel_rule(m) == "conv2d_packed"
+
+
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (0, 1, 0, 1), (2, 0, 0, 3)])
+def test_a_padding_is_cut_where_its_bounds_test_changes(pads):
+    # MobileNetV2's padded conv outputs: the in-bounds test of each element varies per
+    # lane, and TVM ran the whole padding block scalar. Cut into border and interior
+    # pieces, the interior needs no test and is one vector per row.
+    m = check_op("pad", [In((2, 3, 20, 24))], {"pads": pads, "value": -2.0},
+                 lambda t: F.pad(t, pads, value=-2.0))
+    text = m.mod[m.kernels[0].name].script()
+    assert "_partition" in text and "T.vectorized" in text

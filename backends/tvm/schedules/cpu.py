@@ -17,11 +17,13 @@ from collections.abc import Iterable
 import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
+from tvm.ir.prim.expr import GE, GT, LE, LT
 from tvm.target import Target
 
 VEC = 16  # fp32 lanes of an AVX-512 register
 TILE_ROWS = 8  # register tile: 8 rows x 2 vectors = 16 accumulator registers
 TILE_VECS = 2
+MAX_VECTOR_LOOP = 256  # a loop vectorized whole (LLVM splits it into registers)
 
 # ----- block analysis ----------------------------------------------------------------
 
@@ -114,6 +116,8 @@ def vectorize_block(sch: s_tir.Schedule, block, parallel: bool = True) -> None:
     loops = sch.get_loops(block)
     if not loops:
         return
+    if parallel and has_if_then_else(sch, block) and vectorize_padding(sch, block):
+        return
     n = extent(sch, loops[-1])
     if n is not None and n > VEC and n % 8 and len(loops) > 1:  # a tail, split off
         if parallel:
@@ -142,6 +146,72 @@ def vectorize_inner(sch: s_tir.Schedule, block) -> None:
             sch.vectorize(inner)
         return
     split_vectors(sch, inner, VEC)
+
+
+_BOUND = {LE: lambda c, v: (c, None), LT: lambda c, v: (c + 1, None),  # c <= v, c < v
+          GE: lambda c, v: (None, c + 1), GT: lambda c, v: (None, c)}  # c >= v, c > v
+_FLIP = {LE: GE, LT: GT, GE: LE, GT: LT}
+
+
+def padding_bounds(sch: s_tir.Schedule, block) -> dict:
+    """{iter var: (lo, hi)}: the in-bound range a padding block's ``if_then_else`` tests
+    for each of its iter vars (``c <= v``, ``v < c``, ...), None for an open side."""
+    bounds: dict = {}
+
+    def compare(node) -> None:
+        a, b = node.a, node.b
+        kind = type(node)
+        if isinstance(a, tirx.Var) and isinstance(b, tirx.IntImm):
+            a, b, kind = b, a, _FLIP[kind]  # v OP c as c OP' v
+        if isinstance(a, tirx.IntImm) and isinstance(b, tirx.Var):
+            lo, hi = _BOUND[kind](int(a), b)
+            old_lo, old_hi = bounds.get(b, (None, None))
+            bounds[b] = (lo if lo is not None else old_lo, hi if hi is not None else old_hi)
+
+    def visit(call: tvm.ir.Call) -> None:
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == IF_THEN_ELSE:
+            for kind in _BOUND:
+                tvm_ffi.structural_walk(call.args[0], (kind, compare), order="post")
+
+    tvm_ffi.structural_walk(sch.get(block).body, (tvm.ir.Call, visit), order="post")
+    return bounds
+
+
+def vectorize_padding(sch: s_tir.Schedule, block) -> bool:
+    """A padding block (``out = if_then_else(in bounds, x[..], pad value)``) with its rows
+    and columns cut where the bounds test changes: in the middle piece TVM proves the
+    test true and drops it, and the columns run as whole vectors. Left whole, the test
+    varies per lane and TVM ran the block scalar (MobileNetV2's padded conv outputs)."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(loops) < 3 or len(loops) != len(stmt.iter_vars):
+        return False
+    bounds = padding_bounds(sch, block)
+    iters = [iv.var for iv in stmt.iter_vars]
+    if iters[-1] not in bounds and iters[-2] not in bounds:
+        return False
+    sch.parallel(sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0])
+    rows = _middle_piece(sch, loops[-2], bounds.get(iters[-2]))
+    inner = sch.get_loops(sch.get_child_blocks(rows)[0])[-1] if rows is not loops[-2] \
+        else loops[-1]
+    columns = _middle_piece(sch, inner, bounds.get(iters[-1]))
+    n = extent(sch, columns)
+    if n is not None and 1 < n <= MAX_VECTOR_LOOP:  # a piece may start past 0, which
+        sch.vectorize(columns)  # split refuses: one wide vector, LLVM cuts it in 16s
+    return True
+
+
+def _middle_piece(sch: s_tir.Schedule, loop, bound: tuple | None):
+    """``loop`` cut at ``bound`` = (lo, hi): the piece [lo, hi), or ``loop`` itself."""
+    n = extent(sch, loop)
+    if bound is None or n is None:
+        return loop
+    lo, hi = bound[0] or 0, min(bound[1] if bound[1] is not None else n, n)
+    if lo >= hi or (lo == 0 and hi == n):
+        return loop
+    sizes = [size for size in (lo, hi - lo, n - hi) if size > 0]
+    pieces = sch.loop_partition(loop, [*sizes[:-1], None])  # the last piece: the rest
+    return pieces[1 if lo > 0 else 0]
 
 
 def split_vectors(sch: s_tir.Schedule, loop, lanes: int) -> None:
