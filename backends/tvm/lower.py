@@ -207,6 +207,8 @@ class _Lowerer:
                     attrs["weight_layout"] = self.layout(node, 1)
                 if self.pack_conv and node.op in ("linear", "matmul"):
                     attrs["pad_rows"] = True  # to whole register tiles of the CPU rule
+                if self.pack_conv and node.op == "softmax":
+                    attrs["vector_rows"] = True
                 lowering = conv1x1_flat if node is self.flat else OP_TABLE[node.op]
                 if self.flat is not None and node.op == "pad":  # pads [N, C, H, W]
                     args = [unflatten(args[0], node.inputs[0].shape)]

@@ -413,10 +413,15 @@ def _float_input(x: te.Tensor, dtype: str) -> te.Tensor:
     return x if dtype_of(x) == dtype else topi.cast(x, dtype)
 
 
-def softmax_te(x: te.Tensor, axis: int, log: bool = False, safe: bool = False) -> te.Tensor:
+def softmax_te(x: te.Tensor, axis: int, log: bool = False, safe: bool = False,
+               vector_rows: bool = False) -> te.Tensor:
     """max -> exp(x - max) -> sum -> normalize (topi's four blocks, with our exp).
     ``safe``: a row that is -inf throughout gives zeros, not NaN (torch's
-    ``_safe_softmax``, which scaled_dot_product_attention uses for fully masked rows)."""
+    ``_safe_softmax``, which scaled_dot_product_attention uses for fully masked rows).
+    ``vector_rows`` (the CPU lowering): a last-axis row that is not whole vectors (ViT's
+    197) has its max and sum reduced over the whole vectors and over the rest apart; the
+    CPU rule vectorizes the first, where one reduction with a partial last vector stayed
+    a scalar loop."""
     shape = x.shape
     if not shape:  # a 0-d softmax is exp(x - x) / exp(x - x): 1 (log: 0), NaN unless finite
         dtype = dtype_of(x)
@@ -429,17 +434,29 @@ def softmax_te(x: te.Tensor, axis: int, log: bool = False, safe: bool = False) -
     def full(index, k):
         return (*index[:axis], k, *index[axis:])
 
-    k1 = te.reduce_axis((0, shape[axis]), name="k")
-    peak = te.compute(red_shape, lambda *i: te.max(x(*full(i, k1)), axis=k1),
-                      name="T_softmax_maxelem")
-
     def row(index):
         return (*index[:axis], *index[axis + 1:])
 
+    whole = _whole_vectors(shape[axis]) if vector_rows and axis == len(shape) - 1 else None
+
+    def reduce(t, combine, name):
+        """combine over the axis; with ``whole``, as the reduction over the whole vectors
+        and the one over the rest, combined."""
+        if whole is None:
+            k = te.reduce_axis((0, shape[axis]), name="k")
+            return te.compute(red_shape, lambda *i: combine(t(*full(i, k)), axis=k), name=name)
+        k = te.reduce_axis((0, whole), name="k")
+        head = te.compute(red_shape, lambda *i: combine(t(*full(i, k)), axis=k),
+                          name=f"{name}_vectors")
+        r = te.reduce_axis((0, shape[axis] - whole), name="r")  # from 0: compute_at
+        tail = te.compute(red_shape, lambda *i: combine(t(*full(i, whole + r)), axis=r),
+                          name=f"{name}_tail")  # mangled a reduce axis starting past 0
+        both = tirx.max if combine is te.max else (lambda a, b: a + b)
+        return te.compute(red_shape, lambda *i: both(head(*i), tail(*i)), name=name)
+
+    peak = reduce(x, te.max, "T_softmax_maxelem")
     e = te.compute(shape, lambda *i: exp(x(*i) - peak(*row(i))), name="T_softmax_exp")
-    k2 = te.reduce_axis((0, shape[axis]), name="k")
-    total = te.compute(red_shape, lambda *i: te.sum(e(*full(i, k2)), axis=k2),
-                       name="T_softmax_expsum")
+    total = reduce(e, te.sum, "T_softmax_expsum")
     if log:
         return te.compute(shape, lambda *i: x(*i) - peak(*row(i)) - tirx.log(total(*row(i))),
                           name="T_log_softmax")
@@ -454,7 +471,18 @@ def softmax_te(x: te.Tensor, axis: int, log: bool = False, safe: bool = False) -
 @register("softmax")
 def softmax(args, attrs, out):
     x = _float_input(args[0], out.dtype)
-    return softmax_te(x, norm_axis(attrs["dim"], len(x.shape)))
+    return softmax_te(x, norm_axis(attrs["dim"], len(x.shape)),
+                      vector_rows=attrs.get("vector_rows", False))
+
+
+VECTOR = 16  # fp32 lanes of the CPU rules' vectors
+
+
+def _whole_vectors(n: Any) -> int | None:
+    """The part of a row of ``n`` in whole vectors, where a partial one follows."""
+    if not isinstance(n, (int, tirx.IntImm)) or int(n) < 2 * VECTOR or int(n) % VECTOR == 0:
+        return None
+    return int(n) - int(n) % VECTOR
 
 
 @register("log_softmax")
