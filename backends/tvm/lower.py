@@ -276,12 +276,9 @@ def flat_conv(members: list[Node]) -> Node | None:
     if h * wd < FLAT_MIN_PIXELS or (h * wd) % 16:
         return None
     inside = set(members)
-    *members, last = members
-    if last.op == "pad" and last.inputs[0] is members[-1]:  # padded for the next conv
-        pass
-    elif last is not conv:
-        members.append(last)
-    for node in members[1:]:
+    padded = len(members) > 1 and members[-1].op == "pad" \
+        and members[-1].inputs[0] is members[-2]  # padded for the next conv
+    for node in members[1:len(members) - padded]:
         if get_op(node.op).kind != "elementwise" or tuple(node.shape) != tuple(conv.shape):
             return None
         for i in node.inputs:

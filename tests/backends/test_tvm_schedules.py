@@ -322,3 +322,18 @@ def test_a_padding_is_cut_where_its_bounds_test_changes(pads):
                  lambda t: F.pad(t, pads, value=-2.0))
     text = m.mod[m.kernels[0].name].script()
     assert "_partition" in text and "T.vectorized" in text
+
+
+def test_a_flat_1x1_conv_may_end_in_a_pad():
+    # MobileNetV2's expansion conv + relu6, padded for the stride-2 depthwise conv after it
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 8, 16, 16), "float32"))
+    w = g.add_weight("w", np.random.randn(32, 8, 1, 1).astype("float32"))
+    y = g.call("conv2d", [x, w], {}, meta={"group": 0})
+    y = g.call("clamp", [y], {"min": 0.0, "max": 6.0}, meta={"group": 0})
+    g.outputs = [g.call("pad", [y], {"pads": (0, 1, 0, 1)}, meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "matmul" and m.num_kernels == 1
+    xt = torch.randn(1, 8, 16, 16)
+    expected = F.pad(F.conv2d(xt, torch.from_numpy(g.weights["w"])).clamp(0, 6), (0, 1, 0, 1))
+    torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-4)

@@ -148,8 +148,8 @@ def vectorize_inner(sch: s_tir.Schedule, block) -> None:
     split_vectors(sch, inner, VEC)
 
 
-_BOUND = {LE: lambda c, v: (c, None), LT: lambda c, v: (c + 1, None),  # c <= v, c < v
-          GE: lambda c, v: (None, c + 1), GT: lambda c, v: (None, c)}  # c >= v, c > v
+_BOUND = {LE: lambda c: (c, None), LT: lambda c: (c + 1, None),  # c <= v, c < v
+          GE: lambda c: (None, c + 1), GT: lambda c: (None, c)}  # c >= v, c > v
 _FLIP = {LE: GE, LT: GT, GE: LE, GT: LT}
 
 
@@ -164,7 +164,7 @@ def padding_bounds(sch: s_tir.Schedule, block) -> dict:
         if isinstance(a, tirx.Var) and isinstance(b, tirx.IntImm):
             a, b, kind = b, a, _FLIP[kind]  # v OP c as c OP' v
         if isinstance(a, tirx.IntImm) and isinstance(b, tirx.Var):
-            lo, hi = _BOUND[kind](int(a), b)
+            lo, hi = _BOUND[kind](int(a))
             old_lo, old_hi = bounds.get(b, (None, None))
             bounds[b] = (lo if lo is not None else old_lo, hi if hi is not None else old_hi)
 
