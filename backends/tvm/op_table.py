@@ -17,6 +17,7 @@ from typing import Any
 from tvm import te, tirx, topi
 
 from backends.tvm import fastmath
+from backends.tvm.schedules.cpu import TILE_ROWS, TILE_VECS, VEC  # the tiles lowering pads to
 
 Operand = Any  # te.Tensor | tirx.PrimExpr
 
@@ -448,9 +449,11 @@ def softmax_te(x: te.Tensor, axis: int, log: bool = False, safe: bool = False,
         k = te.reduce_axis((0, whole), name="k")
         head = te.compute(red_shape, lambda *i: combine(t(*full(i, k)), axis=k),
                           name=f"{name}_vectors")
-        r = te.reduce_axis((0, shape[axis] - whole), name="r")  # from 0: compute_at
+        # the rest's axis starts at 0, offset in the index: compute_at mangled a reduce
+        # axis that starts past 0 (its loop extent came out negative)
+        r = te.reduce_axis((0, shape[axis] - whole), name="r")
         tail = te.compute(red_shape, lambda *i: combine(t(*full(i, whole + r)), axis=r),
-                          name=f"{name}_tail")  # mangled a reduce axis starting past 0
+                          name=f"{name}_tail")
         both = tirx.max if combine is te.max else (lambda a, b: a + b)
         return te.compute(red_shape, lambda *i: both(head(*i), tail(*i)), name=name)
 
@@ -475,14 +478,11 @@ def softmax(args, attrs, out):
                       vector_rows=attrs.get("vector_rows", False))
 
 
-VECTOR = 16  # fp32 lanes of the CPU rules' vectors
-
-
 def _whole_vectors(n: Any) -> int | None:
     """The part of a row of ``n`` in whole vectors, where a partial one follows."""
-    if not isinstance(n, (int, tirx.IntImm)) or int(n) < 2 * VECTOR or int(n) % VECTOR == 0:
+    if not isinstance(n, (int, tirx.IntImm)) or int(n) < 2 * VEC or int(n) % VEC == 0:
         return None
-    return int(n) - int(n) % VECTOR
+    return int(n) - int(n) % VEC
 
 
 @register("log_softmax")
@@ -654,8 +654,7 @@ def linear(args, attrs, out):
     return _with_bias(y, bias[0] if bias else None, axis=len(out.shape) - 1)
 
 
-ROW_TILE = 8  # the CPU matmul rule's register tile: 8 rows (schedules.cpu.TILE_ROWS)
-COLUMN_TILE = 32  # by two vectors of 16 lanes
+COLUMN_TILE = TILE_VECS * VEC  # the CPU matmul rule's register tile: TILE_ROWS rows by this
 
 
 def _whole_tiles(out: OutType, body: Callable[..., tirx.PrimExpr], name: str, attrs: dict,
@@ -667,7 +666,7 @@ def _whole_tiles(out: OutType, body: Callable[..., tirx.PrimExpr], name: str, at
     (no padded copy of the input) and are dropped at the write-back. ``columns``: the
     padded column count, where the caller padded its right-hand operand."""
     rows = out.shape[-2] if len(out.shape) > 1 else None
-    padded = _tiles_of(rows, ROW_TILE) if attrs.get("pad_rows") else None
+    padded = _tiles_of(rows, TILE_ROWS) if attrs.get("pad_rows") else None
     if padded is None and columns is None:
         return te.compute(out.shape, body, name=name)
 

@@ -646,12 +646,10 @@ class Reduction(Rule):
         n = extent(sch, loops[spatial - 1])
         return n is not None and n >= 8
 
-    @classmethod
-    def vectorize_window(cls, sch: s_tir.Schedule, block) -> bool:
+    @staticmethod
+    def vectorize_window(sch: s_tir.Schedule, block) -> None:
         """A window reduction (``is_window``): parallel over the outer spatial axes, the
         window loops inside, vector lanes along j."""
-        if not cls.is_window(sch, block):
-            return False
         spatial = leading_spatial(kinds(sch, block))
         loops = sch.get_loops(block)
         n = extent(sch, loops[spatial - 1])
@@ -661,7 +659,6 @@ class Reduction(Rule):
         sch.parallel(sch.fuse(*loops[:spatial - 1], j_outer))
         sch.vectorize(j_inner)
         sch.decompose_reduction(block, loops[spatial])
-        return True
 
 
 def _leading_elements(sch: s_tir.Schedule, block) -> int | None:

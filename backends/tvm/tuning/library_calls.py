@@ -56,7 +56,6 @@ def route_to_library(mod: tvm.IRModule, kernels: list[Any], graph_inputs: int
     mod = builder.get()
     main_gv = mod.get_global_var("main")
     main = mod[main_gv]
-    weights = set(main.params[graph_inputs:])
     pending = iter(kernels)
     blocks = []
     for block in main.body.blocks:
