@@ -191,9 +191,14 @@ class _Lowerer:
                 if i not in inside and i.op != "constant" and key not in keys:
                     keys.append(key)
 
+        folded = self.folded_pad(members)
+
         def compose(*tensors):
             env: dict[tuple[Node, str | None], Any] = dict(zip(keys, tensors))
             for node in members:
+                if node is folded:  # the depthwise conv after it pads its input itself
+                    env[(node, None)] = env[(node.inputs[0], None)]
+                    continue
                 args = []
                 for pos, i in enumerate(node.inputs):
                     if i.op == "constant":
@@ -205,10 +210,12 @@ class _Lowerer:
                 attrs = dict(node.attrs)
                 if len(node.inputs) > 1 and self.layout(node, 1):
                     attrs["weight_layout"] = self.layout(node, 1)
-                if self.pack_conv and node.op in ("linear", "matmul"):
-                    attrs["pad_rows"] = True  # to whole register tiles of the CPU rule
+                if self.pack_conv and node.op in ("linear", "matmul", "conv2d"):
+                    attrs["cpu_tiles"] = True  # to whole register tiles of the CPU rule
                 if self.pack_conv and node.op == "softmax":
                     attrs["vector_rows"] = True
+                if folded is not None and node.inputs[0] is folded:
+                    attrs["prologue_pads"] = tuple(folded.attrs["pads"])
                 lowering = conv1x1_flat if node is self.flat else OP_TABLE[node.op]
                 if self.flat is not None and node.op == "pad":  # pads [N, C, H, W]
                     args = [unflatten(args[0], node.inputs[0].shape)]
@@ -234,6 +241,19 @@ class _Lowerer:
                                 f"  TVM says: {tvm_message(e)}") from None
         self.kernels.append(KernelInfo(call.args[0].name_hint, root.meta.get("group"),
                                        [n.name for n in members], anchor_op(members)))
+
+    def folded_pad(self, members: list[Node]) -> Node | None:
+        """A kernel's prologue pad (``compiler.passes.fuse``) that its depthwise conv reads
+        unpadded, padding each channel plane itself (CPU): the pad computed apart was a
+        pass over the whole padded tensor before the conv."""
+        if not self.pack_conv or len(members) < 2 or members[0].op != "pad":
+            return None
+        pad, conv = members[:2]
+        channels = conv.inputs[0].shape[1]
+        if conv.op != "conv2d" or conv.inputs[0] is not pad or conv.dtype != "float32" \
+                or conv.attrs.get("groups", 1) != channels or conv.inputs[1].shape[0] != channels:
+            return None
+        return pad if all(isinstance(d, int) for d in (*pad.shape, *conv.shape)) else None
 
     def collect_outputs(self) -> tuple[list[relax.Expr], list[tuple[str, Any]]]:
         results: list[relax.Expr] = []

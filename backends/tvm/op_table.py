@@ -604,11 +604,56 @@ def conv2d(args, attrs, out):
     elif groups == 1:
         y = topi.nn.conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
     elif groups == int(x.shape[1]) and int(w.shape[0]) == groups:  # depthwise, multiplier 1
-        y = topi.nn.depthwise_conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
+        if attrs.get("cpu_tiles") and all(isinstance(d, (int, tirx.IntImm)) for d in out.shape):
+            ph, pw = padding
+            left, right, top, bottom = attrs.get("prologue_pads", (0, 0, 0, 0))
+            y = _depthwise_whole_vectors(x, w, stride, (top + ph, bottom + ph, left + pw,
+                                                        right + pw), dilation, out)
+        else:
+            y = topi.nn.depthwise_conv2d_nchw(x, w, stride, padding, dilation,
+                                              out_dtype=out.dtype)
     else:
         y = topi.nn.group_conv2d_nchw(x, w, stride, padding, dilation, groups,
                                       out_dtype=out.dtype)
     return _with_bias(y, bias[0] if bias else None, axis=1)
+
+
+def _vector_columns(n: int) -> int:
+    """A depthwise conv's output width rounded up to whole vectors (8 lanes up to 8
+    columns, else 16)."""
+    lanes = 16 if n > 8 else 8
+    return -(-n // lanes) * lanes
+
+
+def _depthwise_whole_vectors(x, w, stride, pads, dilation, out):
+    """A depthwise conv (CPU) over rows of whole vectors: 56 output columns computed as 64,
+    the extra ones reading zero padding past the input's right edge and dropped at the
+    write-back. A 56-wide row left a partial last vector, which TVM either predicates
+    (then runs the tile scalar) or LLVM assembles lane by lane; MobileNetV2's widths are
+    all 7 x 2^k. ``pads``: (top, bottom, left, right), the conv's own and those of a pad
+    fused before it (``compiler.passes.fuse``); the CPU rule computes the padded input one
+    channel plane at a time."""
+    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, pads, dilation
+    n, c, h, width = (int(d) for d in x.shape)
+    kh, kw = int(w.shape[2]), int(w.shape[3])
+    oh, ow = int(out.shape[2]), int(out.shape[3])
+    cols = _vector_columns(ow)
+    padded_w = max((cols - 1) * sw + (kw - 1) * dw + 1, left + width + right)
+    zero = const(0, dtype_of(x))
+
+    def pad(b, ch, i, j):
+        inside = tirx.all(i >= top, i < h + top, j >= left, j < width + left)
+        return tirx.if_then_else(inside, x[b, ch, i - top, j - left], zero)
+
+    padded = te.compute((n, c, top + h + bottom, padded_w), pad, name="PaddedInput")
+    di = te.reduce_axis((0, kh), name="di")
+    dj = te.reduce_axis((0, kw), name="dj")
+    conv = te.compute(
+        (n, c, oh, cols),
+        lambda b, ch, i, j: te.sum(padded[b, ch, i * sh + di * dh, j * sw + dj * dw]
+                                   * w[ch, 0, di, dj], axis=[di, dj]),
+        name="DepthwiseConv2d")
+    return te.compute(out.shape, lambda *i: conv(*i), name="DepthwiseConv2d_columns")
 
 
 def _conv2d_packed(x, w, stride, padding, dilation, out):
@@ -659,14 +704,14 @@ COLUMN_TILE = TILE_VECS * VEC  # the CPU matmul rule's register tile: TILE_ROWS 
 
 def _whole_tiles(out: OutType, body: Callable[..., tirx.PrimExpr], name: str, attrs: dict,
                  columns: int | None = None) -> te.Tensor:
-    """``te.compute(out.shape, body)`` for a matmul-like op. With ``attrs["pad_rows"]``
+    """``te.compute(out.shape, body)`` for a matmul-like op. With ``attrs["cpu_tiles"]``
     (the CPU lowering), rows are computed in whole register tiles: ViT's 197 tokens left a
     5-row tail whose tile was predicated row by row inside the reduction loop, and its
     GEMMs ran at 260 GFLOP/s against BERT's 440. The extra rows read the last real row
     (no padded copy of the input) and are dropped at the write-back. ``columns``: the
     padded column count, where the caller padded its right-hand operand."""
     rows = out.shape[-2] if len(out.shape) > 1 else None
-    padded = _tiles_of(rows, TILE_ROWS) if attrs.get("pad_rows") else None
+    padded = _tiles_of(rows, TILE_ROWS) if attrs.get("cpu_tiles") else None
     if padded is None and columns is None:
         return te.compute(out.shape, body, name=name)
 
@@ -701,7 +746,7 @@ def matmul(args, attrs, out):
                 for d, i in zip(t.shape[:-2], batch[len(batch) - (rank_t - 2):])]
         return t(*bidx, *last)
 
-    columns = _tiles_of(out.shape[-1], COLUMN_TILE) if attrs.get("pad_rows") else None
+    columns = _tiles_of(out.shape[-1], COLUMN_TILE) if attrs.get("cpu_tiles") else None
     if columns is not None:  # a zero-padded copy of b: its rows are what the tile loads
         n, zero = int(out.shape[-1]), const(0, dtype_of(b))
         b = te.compute((*b.shape[:-1], columns),
@@ -722,7 +767,7 @@ def conv1x1_flat(args: list, attrs: dict, out: OutType) -> te.Tensor:
     is channel-last and its NCHW write-back a transpose (MobileNetV2's and ResNet-50's 1x1
     convs at 56x56 and 112x112 spent a quarter of their time on it)."""
     x, w, *bias = args
-    y = OP_TABLE["matmul"]([w, x], {**attrs, "pad_rows": True}, out)
+    y = OP_TABLE["matmul"]([w, x], {**attrs, "cpu_tiles": True}, out)
     return _with_bias(y, bias[0] if bias else None, axis=1)
 
 

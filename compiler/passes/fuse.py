@@ -2,9 +2,10 @@
 
 The contract (docs/architecture.md) this pass establishes and ``check_partition`` asserts:
 a group is convex, its only value used outside it (or returned) is its root, the last
-member in order; it holds at most one ``anchor``/``reduction`` op, placed first; the other
-members are ``elementwise``/``injective`` and, when there is an anchor, form its epilogue
-(each reads the anchor or a member that does). Operands from outside (weights, a
+member in order; it holds at most one ``anchor``/``reduction`` op, placed first or after a
+prologue pad (``is_prologue_pad``); the other members are ``elementwise``/``injective``
+and, when there is an anchor, form its epilogue (each reads the anchor or a member that
+does). Operands from outside (weights, a
 residual, a bias) are kernel parameters.
 
 Greedy, in execution order: every anchor (conv2d, linear, matmul), reduction,
@@ -14,9 +15,13 @@ consumers after it while the current root has a single user that is
   - injective with one operand (reshape, permute, slice, ...).
 Since each absorbed root had exactly one user, no member but the last is seen outside:
 the group is convex by construction. A layout chain such as slice -> reshape -> permute
-(attention heads) is one copy kernel. Injective producers are not fused *before* an
-anchor in this version; opaque ops stay ungrouped, and a lone ``reshape`` stays
-ungrouped so the backend can make it a no-copy view.
+(attention heads) is one copy kernel. One injective producer is fused *before* an anchor:
+a zero ``pad`` of H and W read only by a conv2d (TF-style "same" padding, as in
+MobileNetV2) starts the conv's group, its prologue, instead of ending its producer's:
+the conv pads inside its kernel (a CPU depthwise conv one channel plane at a time, in
+cache) and the producer writes its value unpadded, without a pass of its own. Opaque ops
+stay ungrouped, and a lone ``reshape`` stays ungrouped so the backend can make it a
+no-copy view.
 
 A chain also stops where inlining it would copy the head's expression too often: each
 fused op's expression repeats its operand's (a NaN-keeping relu reads it twice, the
@@ -54,9 +59,20 @@ def kind(node: Node) -> str:
     return get_op(node.op).kind
 
 
+def is_prologue_pad(graph: Graph, node: Node) -> bool:
+    """A zero pad of the last two dims of a 4-D value whose one user is a conv2d reading it
+    as its input: it joins the conv's group, before it."""
+    if node.op != "pad" or len(node.inputs[0].shape) != 4 or not has_single_user(node, graph):
+        return False
+    pads = tuple(node.attrs["pads"])
+    user = node.users[0]
+    return len(pads) == 4 and min(pads) >= 0 and node.attrs.get("value", 0.0) == 0.0 \
+        and user.op == "conv2d" and user.inputs[0] is node and node not in user.inputs[1:]
+
+
 def can_absorb(graph: Graph, root: Node, user: Node) -> bool:
     """Whether ``user``, the single user of the group root ``root``, may join its group."""
-    if "group" in user.meta:
+    if "group" in user.meta or is_prologue_pad(graph, user):
         return False
     k = kind(user)
     if k == "elementwise":
@@ -75,6 +91,9 @@ class FuseOps(Pass):
                 continue
             node.meta["group"] = next_id
             root, copies = node, 1
+            if is_prologue_pad(graph, node):  # the conv it pads joins, then its epilogue
+                root = node.users[0]
+                root.meta["group"] = next_id
             while has_single_user(root, graph) and can_absorb(graph, root, root.users[0]):
                 copies *= expression_copies(root, root.users[0])
                 if copies > MAX_EXPRESSION_COPIES:
@@ -143,14 +162,17 @@ def _check_group(gid: int, members: list[Node], outputs: set[int]) -> list[str]:
         problems.append(f"group {gid}: escaping value {names} is not its last member "
                         f"%{members[-1].name}")
     heads = [n for n in members if kind(n) in HEADS]
+    first = 1 if len(members) > 1 and members[0].op == "pad" \
+        and members[1].op == "conv2d" and members[1].inputs[0] is members[0] else 0
     if len(heads) > 1:
         problems.append(f"group {gid}: more than one anchor/reduction "
                         f"({', '.join(n.op for n in heads)})")
-    elif heads and heads[0] is not members[0]:
-        problems.append(f"group {gid}: anchor {heads[0].describe()} is not its first member")
-    if len(heads) == 1 and heads[0] is members[0]:
-        reached = {id(members[0])}
-        for n in members[1:]:  # members are in execution order
+    elif heads and heads[0] is not members[first]:
+        problems.append(f"group {gid}: anchor {heads[0].describe()} is not its first member "
+                        f"(or second, after the pad it reads)")
+    if len(heads) == 1 and heads[0] is members[first]:
+        reached = {id(members[first])}
+        for n in members[first + 1:]:  # members are in execution order
             if any(id(i) in reached for i in n.inputs):
                 reached.add(id(n))
             else:

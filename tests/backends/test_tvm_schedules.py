@@ -337,3 +337,34 @@ def test_a_flat_1x1_conv_may_end_in_a_pad():
     xt = torch.randn(1, 8, 16, 16)
     expected = F.pad(F.conv2d(xt, torch.from_numpy(g.weights["w"])).clamp(0, 6), (0, 1, 0, 1))
     torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size, stride, pads", [(56, 1, (1, 1, 1, 1)), (56, 2, (0, 1, 0, 1)),
+                                                (7, 1, (1, 1, 1, 1)), (32, 1, (2, 0, 1, 3))])
+def test_a_depthwise_conv_pads_its_input_plane_by_plane_in_whole_vector_rows(size, stride,
+                                                                             pads):
+    # MobileNetV2's depthwise convs read a pad fused before them (compiler.passes.fuse):
+    # each channel's padded plane is computed inside the channel's parallel iteration,
+    # and rows of 56 columns are computed as 64 (a partial vector ran lane by lane).
+    channels = 16
+    g = Graph()
+    x = g.add_input("x", TensorType((1, channels, size, size), "float32"))
+    w = g.add_weight("w", np.random.randn(channels, 1, 3, 3).astype("float32"))
+    p = g.call("pad", [x], {"pads": pads}, meta={"group": 0})
+    y = g.call("conv2d", [p, w], {"stride": (stride, stride), "groups": channels},
+               meta={"group": 0})
+    g.outputs = [g.call("clamp", [y], {"min": 0.0, "max": 6.0}, meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "depthwise_conv2d"
+    text = m.mod[m.kernels[0].name].script()
+    assert "T_pad" not in text  # folded into the conv's own padding
+    parallel, rest = text.split(f"T.parallel(T.int64({channels}))")
+    assert 'T.sblock("PaddedInput' not in parallel and 'T.sblock("PaddedInput' in rest
+    out_w = (size + pads[0] + pads[1] - 3) // stride + 1
+    assert f"DepthwiseConv2d_local = T.sblock_alloc_buffer((T.int64(1), T.int64({channels}), " \
+           f"T.int64({(size + pads[2] + pads[3] - 3) // stride + 1}), " \
+           f"T.int64({-(-out_w // 16) * 16 if out_w > 8 else 8}))" in text
+    xt = torch.randn(1, channels, size, size)
+    wt = torch.from_numpy(g.weights["w"])
+    expected = F.conv2d(F.pad(xt, pads), wt, stride=stride, groups=channels).clamp(0, 6)
+    torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-4)

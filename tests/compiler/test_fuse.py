@@ -205,3 +205,34 @@ def test_a_chain_whose_inlined_expression_would_explode_is_split():
     # sigmoid, then exp inlined into it: 29 copies of sigmoid's expression; gelu on
     # that would make 29 x 24, then relu twice that: gelu starts a kernel of its own.
     assert fused(TRANSCENDENTAL_CHAIN) == {0: ["s", "e"], 1: ["g", "r"]}
+
+
+TF_PADDED = """graph(%x : f32[1,8,16,16]) {
+  %w1 : f32[16,8,1,1] = weight()
+  %w2 : f32[16,1,3,3] = weight()
+  %w3 : f32[16,1,3,3] = weight()
+  %c1 : f32[1,16,16,16] = conv2d(%x, %w1)
+  %r1 : f32[1,16,16,16] = clamp(%c1, min=0.0, max=6.0)
+  %p1 : f32[1,16,17,17] = pad(%r1, pads=[0,1,0,1])
+  %dw : f32[1,16,8,8] = conv2d(%p1, %w2, stride=[2,2], groups=16)
+  %r2 : f32[1,16,8,8] = clamp(%dw, min=0.0, max=6.0)
+  %p2 : f32[1,16,10,10] = pad(%r2, pads=[1,1,1,1])
+  %sig : f32[1,16,10,10] = sigmoid(%p2)
+  %dw2 : f32[1,16,8,8] = conv2d(%p2, %w3, groups=16)
+  %out : f32[1,16,8,8] = add(%dw2, %r2)
+  return (%out, %sig)
+}"""
+
+
+def test_a_pad_read_only_by_a_conv_is_its_prologue():
+    # MobileNetV2's TF-style padding: the pad joins the conv after it (which pads each
+    # channel plane in cache), not the expansion conv before it (which then writes its
+    # value unpadded). A pad with another user (the sigmoid) stays with its producer.
+    assert fused(TF_PADDED) == {0: ["c1", "r1"], 1: ["p1", "dw", "r2"], 2: ["p2"],
+                                3: ["sig"], 4: ["dw2", "out"]}
+
+
+def test_check_partition_accepts_a_prologue_pad_only_before_its_conv():
+    check_partition(with_groups(TF_PADDED, {"p1": 0, "dw": 0, "r2": 0}))
+    with pytest.raises(PartitionError, match="not its first member"):
+        check_partition(with_groups(TF_PADDED, {"r1": 0, "p1": 0, "dw": 0}))

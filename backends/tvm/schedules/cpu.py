@@ -24,6 +24,8 @@ VEC = 16  # fp32 lanes of an AVX-512 register
 TILE_ROWS = 8  # register tile: 8 rows x 2 vectors = 16 accumulator registers
 TILE_VECS = 2
 MAX_VECTOR_LOOP = 256  # a loop vectorized whole (LLVM splits it into registers)
+MAX_DEPTHWISE_ROW = 128  # a depthwise conv's output row is one vector loop up to this
+DEPTHWISE_ACCUMULATORS = 24  # of AVX-512's 32 registers (the rest: the weight, loads)
 
 # ----- block analysis ----------------------------------------------------------------
 
@@ -177,20 +179,23 @@ def padding_bounds(sch: s_tir.Schedule, block) -> dict:
     return bounds
 
 
-def vectorize_padding(sch: s_tir.Schedule, block) -> bool:
+def vectorize_padding(sch: s_tir.Schedule, block, parallel: bool = True) -> bool:
     """A padding block (``out = if_then_else(in bounds, x[..], pad value)``) with its rows
     and columns cut where the bounds test changes: in the middle piece TVM proves the
     test true and drops it, and the columns run as whole vectors. Left whole, the test
     varies per lane and TVM ran the block scalar (MobileNetV2's padded conv outputs)."""
     stmt = sch.get(block)
     loops = sch.get_loops(block)
+    if not parallel:  # placed under a loop of the caller's: its own loops are the last
+        loops = loops[-len(stmt.iter_vars):]
     if len(loops) < 3 or len(loops) != len(stmt.iter_vars):
         return False
     bounds = padding_bounds(sch, block)
     iters = [iv.var for iv in stmt.iter_vars]
     if iters[-1] not in bounds and iters[-2] not in bounds:
         return False
-    sch.parallel(sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0])
+    if parallel:
+        sch.parallel(sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0])
     rows = _middle_piece(sch, loops[-2], bounds.get(iters[-2]))
     inner = sch.get_loops(sch.get_child_blocks(rows)[0])[-1] if rows is not loops[-2] \
         else loops[-1]
@@ -223,6 +228,27 @@ def split_vectors(sch: s_tir.Schedule, loop, lanes: int) -> None:
         loop, _ = sch.loop_partition(loop, [n - n % lanes, None])
     _, vec = sch.split(loop, [None, lanes])
     sch.vectorize(vec)
+
+
+def vector_pieces(sch: s_tir.Schedule, loop) -> list:
+    """Vectorize ``loop`` as unrolled 16-lane vectors and a tail cut into power-of-two
+    vectors (56 = 3 x 16 + 8; 7 = 4 + 2 + 1); the pieces' innermost loops. A vector of
+    another width, or the loop as one 56-lane vector, LLVM assembles lane by lane
+    through the stack."""
+    n = extent(sch, loop)
+    sizes = [n // VEC * VEC] if n >= VEC else []
+    rest = n % VEC
+    sizes += [1 << k for k in range(4, -1, -1) if rest & (1 << k)]
+    pieces = sch.loop_partition(loop, [*sizes[:-1], None]) if len(sizes) > 1 else [loop]
+    inner = []
+    for piece, size in zip(pieces, sizes):
+        if size > VEC:
+            outer, piece = sch.split(piece, [None, VEC])
+            sch.unroll(outer)
+        if size > 1:
+            sch.vectorize(piece)
+        inner.append(piece)
+    return inner
 
 
 def register_tile(n_vec: int | None, n_rows: int) -> tuple[int, int, int]:
@@ -276,6 +302,8 @@ class Injective(Rule):
 class _TiledReduction(Rule):
     """Shared tiling of matmul-like and conv-like blocks (see the module docstring)."""
 
+    pads_in_tile = False  # whether ``tile`` places the padding blocks itself
+
     def columns_outside_rows(self, sch: s_tir.Schedule, block) -> bool:
         """Whether the tile loop walks row tiles innermost (reusing one column panel of the
         vectorized operand) rather than column tiles (reusing a row panel)."""
@@ -303,18 +331,23 @@ class _TiledReduction(Rule):
         pos = blocks.index(main)
         producers, consumers = blocks[:pos], blocks[pos + 1:]
         pads = [b for b in producers if has_if_then_else(sch, b)]
-        for b in pads + inline_all(sch, [b for b in producers if b not in pads]):
+        kept = inline_all(sch, [b for b in producers if b not in pads])
+        for b in ([] if self.pads_in_tile else pads) + kept:
             vectorize_block(sch, b)  # a conv's pad block stays, computed once; casts inline
         if inline_all(sch, consumers[:-1]):  # the epilogue must collapse into one block
             return None
         epilogue = consumers[-1] if consumers else None
-        if epilogue is not None and not fits_in_tiles(sch, main, epilogue):
+        if epilogue is not None and not self.fits(sch, main, epilogue):
             # e.g. conv+relu6+pad: a pad computed per tile would leave its border unwritten
             self.tile(sch, main, None, vec_axis, row_axis)
             vectorize_block(sch, epilogue)
             return sch
         self.tile(sch, main, epilogue, vec_axis, row_axis)
         return sch
+
+    def fits(self, sch: s_tir.Schedule, block, epilogue) -> bool:
+        """Whether ``epilogue`` is computed tile by tile (``fits_in_tiles``)."""
+        return fits_in_tiles(sch, block, epilogue)
 
     def row_tile(self, rows: int, n_rows: int | None) -> int:
         """The register tile's rows, given the most that fit and the axis' extent."""
@@ -522,6 +555,7 @@ class DepthwiseConv2d(_TiledReduction):
     (topi's SSSSRR form, or grouped conv with one input channel per group)."""
 
     name = "depthwise_conv2d"
+    pads_in_tile = True
 
     def match(self, sch, block):
         dom = kinds(sch, block)
@@ -542,6 +576,58 @@ class DepthwiseConv2d(_TiledReduction):
         # output rows share each tap's weight; a row tail would be predicated inside the
         # tap loop, so the tile takes the most rows that divide the output's height
         return next(r for r in range(rows, 0, -1) if not n_rows or n_rows % r == 0)
+
+    def fits(self, sch, block, epilogue):
+        # the CPU lowering computes whole-vector rows (op_table._depthwise_whole_vectors);
+        # the write-back stores the real columns, in power-of-two vectors
+        if self.whole_rows(sch, block):
+            return fits_in_tiles(sch, block, epilogue) or \
+                len(sch.get(epilogue).writes[0].source.shape) == 4 \
+                and not has_if_then_else(sch, epilogue)
+        return fits_in_tiles(sch, block, epilogue)
+
+    @staticmethod
+    def whole_rows(sch, block) -> bool:
+        n_cols = extent_of(sch.get(block), 3)
+        return 0 < n_cols <= MAX_DEPTHWISE_ROW and n_cols % (VEC if n_cols > 8 else 8) == 0
+
+    def tile(self, sch, block, epilogue, vec_axis, row_axis):
+        """One channel per parallel iteration: its padded input plane computed there (in
+        L1, not a pass over the whole padded tensor before the conv), then tiles of whole
+        output rows, each row whole vectors."""
+        stmt = sch.get(block)
+        n_rows, n_cols = extent_of(stmt, 2), extent_of(stmt, 3)
+        pads = [p for p in sch.get_producers(block) if has_if_then_else(sch, p)]
+        if not n_rows or not self.whole_rows(sch, block):
+            for pad in pads:
+                vectorize_block(sch, pad)
+            return super().tile(sch, block, epilogue, vec_axis, row_axis)
+        b, c, i, j, *reduce_loops = sch.get_loops(block)
+        lanes = min(n_cols, VEC)
+        vectors = n_cols // lanes
+        rows = max(r for r in range(1, n_rows + 1)
+                   if n_rows % r == 0 and r * vectors <= DEPTHWISE_ACCUMULATORS)
+        i_outer, i_inner = sch.split(i, [None, rows])
+        j_outer, j_inner = sch.split(j, [None, lanes])
+        sch.reorder(b, c, i_outer, *reduce_loops, i_inner, j_outer, j_inner)
+        channel = sch.fuse(b, c)
+        sch.parallel(channel)
+        local = sch.cache_write(block, 0, "local")
+        if epilogue is not None:
+            sch.compute_inline(local)
+            local = epilogue
+        sch.reverse_compute_at(local, i_outer, preserve_unit_loops=True)
+        for pad in pads:
+            sch.compute_at(pad, channel, preserve_unit_loops=True)
+            vectorize_padding(sch, pad, parallel=False)
+        sch.unroll(i_inner)
+        sch.unroll(j_outer)
+        sch.vectorize(j_inner)
+        init = sch.decompose_reduction(block, reduce_loops[0])
+        init_loop = sch.get_loops(init)[-1]
+        if sch.get(init_loop).kind != tirx.ForKind.VECTORIZED:
+            sch.vectorize(init_loop)
+        vector_pieces(sch, sch.get_loops(local)[-1])
 
 
 class Reduction(Rule):
