@@ -108,18 +108,18 @@ def attention_context_case():
     return g, [torch.randn(1, 12, 197, 197), torch.randn(1, 12, 197, 64)], torch.matmul
 
 
-def conv_pad_case():
-    """MobileNetV2's expansion 1x1 conv + relu6 whose output is padded for the stride-2
-    depthwise conv after it."""
+def pad_depthwise_case():
+    """MobileNetV2's stride-2 depthwise conv + relu6 with the TF-style pad before it, fused
+    as its prologue (compiler.passes.fuse)."""
     g = Graph()
-    x = g.add_input("x", TensorType((1, 16, 112, 112), "float32"))
-    w = g.add_weight("w", np.random.randn(96, 16, 1, 1).astype("float32") * 0.1)
-    y = g.call("conv2d", [x, w], {}, meta={"group": 0})
-    y = g.call("clamp", [y], {"min": 0.0, "max": 6.0}, meta={"group": 0})
-    g.outputs = [g.call("pad", [y], {"pads": (0, 1, 0, 1)}, meta={"group": 0})]
+    x = g.add_input("x", TensorType((1, 96, 112, 112), "float32"))
+    w = g.add_weight("w", np.random.randn(96, 1, 3, 3).astype("float32") * 0.1)
+    y = g.call("pad", [x], {"pads": (0, 1, 0, 1)}, meta={"group": 0})
+    y = g.call("conv2d", [y, w], {"stride": (2, 2), "groups": 96}, meta={"group": 0})
+    g.outputs = [g.call("clamp", [y], {"min": 0.0, "max": 6.0}, meta={"group": 0})]
     wt = torch.from_numpy(g.weights["w"])
-    return g, [torch.randn(1, 16, 112, 112)], \
-        lambda x: F.pad(F.conv2d(x, wt).clamp(0, 6), (0, 1, 0, 1))
+    return g, [torch.randn(1, 96, 112, 112)], \
+        lambda x: F.conv2d(F.pad(x, (0, 1, 0, 1)), wt, stride=2, groups=96).clamp(0, 6)
 
 
 def softmax_case():
@@ -169,7 +169,7 @@ CASES = {
     "mbv2 depthwise3x3 144 @56": conv_case(144, 56, groups=144, relu=True),
     "mbv2 depthwise3x3 960 @7": conv_case(960, 7, groups=960, relu=True),
     "mbv2 conv1x1 16->96 @112": conv_case(16, 112, out_channels=96, kernel=1, relu=True),
-    "mbv2 conv1x1+relu6+pad @112": conv_pad_case,
+    "mbv2 pad+depthwise3x3/2 96 @112": pad_depthwise_case,
     "layer_norm 128x768": layer_norm_case,
     "max_pool3x3/2 1x64x112": max_pool_case,
 }

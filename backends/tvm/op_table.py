@@ -638,20 +638,38 @@ def _depthwise_whole_vectors(x, w, stride, pads, dilation, out):
     kh, kw = int(w.shape[2]), int(w.shape[3])
     oh, ow = int(out.shape[2]), int(out.shape[3])
     cols = _vector_columns(ow)
-    padded_w = max((cols - 1) * sw + (kw - 1) * dw + 1, left + width + right)
     zero = const(0, dtype_of(x))
-
-    def pad(b, ch, i, j):
-        inside = tirx.all(i >= top, i < h + top, j >= left, j < width + left)
-        return tirx.if_then_else(inside, x[b, ch, i - top, j - left], zero)
-
-    padded = te.compute((n, c, top + h + bottom, padded_w), pad, name="PaddedInput")
     di = te.reduce_axis((0, kh), name="di")
     dj = te.reduce_axis((0, kw), name="dj")
+
+    def padded_plane(phase: int, step: int, columns: int, name: str) -> te.Tensor:
+        """Columns ``phase``, ``phase + step``, ... of the padded input."""
+        lo = -(-(left - phase) // step)  # first column k with k * step + phase >= left
+        hi = -(-(left + width - phase) // step)
+
+        def pad(b, ch, i, k):
+            inside = tirx.all(i >= top, i < h + top, k >= lo, k < hi)
+            return tirx.if_then_else(inside, x[b, ch, i - top, k * step + phase - left], zero)
+
+        return te.compute((n, c, top + h + bottom, columns), pad, name=name)
+
+    if sw == 2 and dw == 1:  # the even and the odd columns apart: each tap reads one
+        columns = cols + (kw - 1) // 2  # contiguously (a stride-2 vector load is a shuffle)
+        even, odd = (padded_plane(p, 2, columns, f"PaddedInput_{p}") for p in (0, 1))
+
+        def tap(b, ch, i, j):
+            row, col = i * sh + di * dh, j + dj // 2
+            return tirx.if_then_else(dj % 2 == 0, even[b, ch, row, col], odd[b, ch, row, col])
+    else:
+        padded = padded_plane(0, 1, max((cols - 1) * sw + (kw - 1) * dw + 1,
+                                        left + width + right), "PaddedInput")
+
+        def tap(b, ch, i, j):
+            return padded[b, ch, i * sh + di * dh, j * sw + dj * dw]
+
     conv = te.compute(
         (n, c, oh, cols),
-        lambda b, ch, i, j: te.sum(padded[b, ch, i * sh + di * dh, j * sw + dj * dw]
-                                   * w[ch, 0, di, dj], axis=[di, dj]),
+        lambda b, ch, i, j: te.sum(tap(b, ch, i, j) * w[ch, 0, di, dj], axis=[di, dj]),
         name="DepthwiseConv2d")
     return te.compute(out.shape, lambda *i: conv(*i), name="DepthwiseConv2d_columns")
 

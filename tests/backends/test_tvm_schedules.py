@@ -360,6 +360,10 @@ def test_a_depthwise_conv_pads_its_input_plane_by_plane_in_whole_vector_rows(siz
     assert "T_pad" not in text  # folded into the conv's own padding
     parallel, rest = text.split(f"T.parallel(T.int64({channels}))")
     assert 'T.sblock("PaddedInput' not in parallel and 'T.sblock("PaddedInput' in rest
+    if stride == 2:  # even and odd columns in planes of their own: each tap reads one
+        update = text.split('T.sblock("DepthwiseConv2d_update")')[1].split("T.sblock(")[0]
+        assert "PaddedInput_0[" in update and "PaddedInput_1[" in update
+        assert "v_j * T.int64(2)" not in update
     out_w = (size + pads[0] + pads[1] - 3) // stride + 1
     assert f"DepthwiseConv2d_local = T.sblock_alloc_buffer((T.int64(1), T.int64({channels}), " \
            f"T.int64({(size + pads[2] + pads[3] - 3) // stride + 1}), " \

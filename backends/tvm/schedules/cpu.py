@@ -201,8 +201,10 @@ def vectorize_padding(sch: s_tir.Schedule, block, parallel: bool = True) -> bool
         else loops[-1]
     columns = _middle_piece(sch, inner, bounds.get(iters[-1]))
     n = extent(sch, columns)
-    if n is not None and 1 < n <= MAX_VECTOR_LOOP:  # a piece may start past 0, which
-        sch.vectorize(columns)  # split refuses: one wide vector, LLVM cuts it in 16s
+    if n is not None and 1 < n <= MAX_VECTOR_LOOP and _starts_at_zero(sch, columns):
+        vector_pieces(sch, columns)
+    elif n is not None and 1 < n <= MAX_VECTOR_LOOP:  # loop_partition and split take
+        sch.vectorize(columns)  # loops from 0: one wide vector, LLVM cuts it in 16s
     return True
 
 
@@ -242,13 +244,18 @@ def vector_pieces(sch: s_tir.Schedule, loop) -> list:
     pieces = sch.loop_partition(loop, [*sizes[:-1], None]) if len(sizes) > 1 else [loop]
     inner = []
     for piece, size in zip(pieces, sizes):
-        if size > VEC:
-            outer, piece = sch.split(piece, [None, VEC])
+        if size > VEC and _starts_at_zero(sch, piece):  # split refuses other loops: those
+            outer, piece = sch.split(piece, [None, VEC])  # stay one vector of 16 x k lanes
             sch.unroll(outer)
         if size > 1:
             sch.vectorize(piece)
         inner.append(piece)
     return inner
+
+
+def _starts_at_zero(sch: s_tir.Schedule, loop) -> bool:
+    start = sch.get(loop).min
+    return isinstance(start, tirx.IntImm) and int(start) == 0
 
 
 def register_tile(n_vec: int | None, n_rows: int) -> tuple[int, int, int]:
@@ -552,7 +559,8 @@ class PackedConv2d(_TiledReduction):
 
 class DepthwiseConv2d(_TiledReduction):
     """Depthwise NCHW conv2d: out[n, c, oh, ow] += pad[n, c, ..] * w[c, 0, kh, kw]
-    (topi's SSSSRR form, or grouped conv with one input channel per group)."""
+    (topi's SSSSRR form, or grouped conv with one input channel per group; a stride-2
+    conv from the CPU lowering reads the even and the odd input columns apart)."""
 
     name = "depthwise_conv2d"
     pads_in_tile = True
@@ -560,15 +568,15 @@ class DepthwiseConv2d(_TiledReduction):
     def match(self, sch, block):
         dom = kinds(sch, block)
         stmt = sch.get(block)
-        if dom not in ("SSSSRR", "SSSSRRR") or len(stmt.reads) != 2:
+        if dom not in ("SSSSRR", "SSSSRRR") or len(stmt.reads) not in (2, 3):
             return None
         if dom == "SSSSRRR" and extent_of(stmt, 4) != 1:
             return None
         iters = [iv.var for iv in stmt.iter_vars]
-        (_, data_vars), (_, w_vars) = read_vars(stmt)
-        if iters[3] in w_vars:
-            data_vars, w_vars = w_vars, data_vars
-        if iters[3] not in data_vars or iters[1] not in data_vars:
+        reads = [used for _, used in read_vars(stmt)]
+        data = [used for used in reads if iters[3] in used]
+        weights = [used for used in reads if iters[3] not in used]
+        if len(weights) != 1 or any(iters[1] not in used for used in data):
             return None
         return 3, 2
 
@@ -623,6 +631,8 @@ class DepthwiseConv2d(_TiledReduction):
         sch.unroll(i_inner)
         sch.unroll(j_outer)
         sch.vectorize(j_inner)
+        if len(stmt.reads) == 3:  # which column plane a tap reads: known in each copy
+            sch.unroll(reduce_loops[-1])
         init = sch.decompose_reduction(block, reduce_loops[0])
         init_loop = sch.get_loops(init)[-1]
         if sch.get(init_loop).kind != tirx.ForKind.VECTORIZED:
