@@ -372,3 +372,25 @@ def test_a_depthwise_conv_pads_its_input_plane_by_plane_in_whole_vector_rows(siz
     wt = torch.from_numpy(g.weights["w"])
     expected = F.conv2d(F.pad(xt, pads), wt, stride=stride, groups=channels).clamp(0, 6)
     torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, padded", [(32, 192, False),
+                                                               (128, 512, True)])
+def test_a_matmul_of_whole_vectors_pads_its_columns_only_when_large(in_channels,
+                                                                    out_channels, padded):
+    # A 1x1 conv at 28x28 lowered flat: 784 columns are 49 vectors, no whole two-vector
+    # tiles. Small (MobileNetV2's 32 -> 192) it runs 2 rows x 7 vectors with its relu in
+    # the tile; large (ResNet-50's 128 -> 512) padded to 800 columns.
+    g = Graph()
+    x = g.add_input("x", TensorType((1, in_channels, 28, 28), "float32"))
+    w = g.add_weight("w", np.random.randn(out_channels, in_channels, 1, 1).astype("float32"))
+    y = g.call("conv2d", [x, w], {}, meta={"group": 0})
+    g.outputs = [g.call("relu", [y], meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "matmul"
+    text = m.mod[m.kernels[0].name].script()
+    assert ("T_matmul_pad" in text) == padded
+    assert ("T.int64(800)" in text) == padded
+    xt = torch.randn(1, in_channels, 28, 28)
+    expected = F.conv2d(xt, torch.from_numpy(g.weights["w"])).relu()
+    torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-4)
