@@ -541,6 +541,11 @@ def _pool2d(op: str) -> OpFn:
         need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
         extra_h, extra_w = max(0, need_h - h - ph), max(0, need_w - w - pw)
         fill = _lowest(dtype_of(x)) if op == "max_pool2d" else const(0, dtype_of(x))
+        if op == "max_pool2d" and attrs.get("cpu_tiles"):
+            return _plane_windows(x, (kh, kw), (sh, sw), (ph, extra_h, pw, extra_w),
+                                  (dh, dw), out, fill,
+                                  lambda tap, ch, di, dj: nan_max(tap, axis=[di, dj]),
+                                  "T_max_pool2d")
         padded = x
         if ph or pw or extra_h or extra_w:
             padded = topi.nn.pad(x, [0, 0, ph, pw], [0, 0, extra_h, extra_w], fill)
@@ -626,35 +631,48 @@ def _vector_columns(n: int) -> int:
 
 
 def _depthwise_whole_vectors(x, w, stride, pads, dilation, out):
-    """A depthwise conv (CPU) over rows of whole vectors: 56 output columns computed as 64,
-    the extra ones reading zero padding past the input's right edge and dropped at the
-    write-back. A 56-wide row left a partial last vector, which TVM either predicates
-    (then runs the tile scalar) or LLVM assembles lane by lane; MobileNetV2's widths are
-    all 7 x 2^k. ``pads``: (top, bottom, left, right), the conv's own and those of a pad
-    fused before it (``compiler.passes.fuse``); the CPU rule computes the padded input one
-    channel plane at a time."""
-    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, pads, dilation
+    """A depthwise conv (CPU) over rows of whole vectors (``_plane_windows``). ``pads``:
+    (top, bottom, left, right), the conv's own and those of a pad fused before it
+    (``compiler.passes.fuse``)."""
+    def conv(tap, ch, di, dj):
+        return te.sum(tap * w[ch, 0, di, dj], axis=[di, dj])
+
+    kernel = int(w.shape[2]), int(w.shape[3])
+    return _plane_windows(x, kernel, stride, pads, dilation, out, const(0, dtype_of(x)), conv,
+                          "DepthwiseConv2d")
+
+
+def _plane_windows(x, kernel, stride, pads, dilation, out, fill, reduce, name):
+    """``reduce(tap, channel, di, dj)`` over each output's window of ``x`` padded with
+    ``fill`` (CPU depthwise convs and max pools), in rows of whole vectors: 56 output
+    columns computed as 64, the extra ones reading padding past the input's right edge
+    and dropped at the write-back. A 56-wide row left a partial last vector, which TVM
+    either predicates (then runs the tile scalar) or LLVM assembles lane by lane;
+    MobileNetV2's widths are all 7 x 2^k. The CPU rule (``DepthwiseConv2d``) computes the
+    padded input one channel plane at a time; at stride 2 the even and the odd columns
+    in planes of their own, so each tap reads one contiguously (a stride-2 vector load
+    is a shuffle)."""
+    (kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw) = kernel, stride, pads, dilation
     n, c, h, width = (int(d) for d in x.shape)
-    kh, kw = int(w.shape[2]), int(w.shape[3])
     oh, ow = int(out.shape[2]), int(out.shape[3])
     cols = _vector_columns(ow)
-    zero = const(0, dtype_of(x))
     di = te.reduce_axis((0, kh), name="di")
     dj = te.reduce_axis((0, kw), name="dj")
 
-    def padded_plane(phase: int, step: int, columns: int, name: str) -> te.Tensor:
+    def padded_plane(phase: int, step: int, columns: int, plane: str) -> te.Tensor:
         """Columns ``phase``, ``phase + step``, ... of the padded input."""
         lo = -(-(left - phase) // step)  # first column k with k * step + phase >= left
         hi = -(-(left + width - phase) // step)
 
         def pad(b, ch, i, k):
             inside = tirx.all(i >= top, i < h + top, k >= lo, k < hi)
-            return tirx.if_then_else(inside, x[b, ch, i - top, k * step + phase - left], zero)
+            return tirx.if_then_else(inside, x[b, ch, i - top, k * step + phase - left], fill)
 
-        return te.compute((n, c, top + h + bottom, columns), pad, name=name)
+        rows = max(top + h + bottom, (oh - 1) * sh + (kh - 1) * dh + 1)
+        return te.compute((n, c, rows, columns), pad, name=plane)
 
-    if sw == 2 and dw == 1:  # the even and the odd columns apart: each tap reads one
-        columns = cols + (kw - 1) // 2  # contiguously (a stride-2 vector load is a shuffle)
+    if sw == 2 and dw == 1:
+        columns = cols + (kw - 1) // 2
         even, odd = (padded_plane(p, 2, columns, f"PaddedInput_{p}") for p in (0, 1))
 
         def tap(b, ch, i, j):
@@ -667,11 +685,9 @@ def _depthwise_whole_vectors(x, w, stride, pads, dilation, out):
         def tap(b, ch, i, j):
             return padded[b, ch, i * sh + di * dh, j * sw + dj * dw]
 
-    conv = te.compute(
-        (n, c, oh, cols),
-        lambda b, ch, i, j: te.sum(tap(b, ch, i, j) * w[ch, 0, di, dj], axis=[di, dj]),
-        name="DepthwiseConv2d")
-    return te.compute(out.shape, lambda *i: conv(*i), name="DepthwiseConv2d_columns")
+    windows = te.compute((n, c, oh, cols),
+                         lambda b, ch, i, j: reduce(tap(b, ch, i, j), ch, di, dj), name=name)
+    return te.compute(out.shape, lambda *i: windows(*i), name=f"{name}_columns")
 
 
 def _conv2d_packed(x, w, stride, padding, dilation, out):

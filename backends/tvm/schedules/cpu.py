@@ -576,8 +576,10 @@ class DepthwiseConv2d(_TiledReduction):
         reads = [used for _, used in read_vars(stmt)]
         data = [used for used in reads if iters[3] in used]
         weights = [used for used in reads if iters[3] not in used]
-        if len(weights) != 1 or any(iters[1] not in used for used in data):
+        if len(weights) > 1 or any(iters[1] not in used for used in data):
             return None
+        if not weights and not self.whole_rows(sch, block):  # a max pool: only the CPU
+            return None  # lowering's plane windows (op_table._plane_windows)
         return 3, 2
 
     def row_tile(self, rows, n_rows):
