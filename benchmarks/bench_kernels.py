@@ -164,6 +164,7 @@ CASES = {
     "r50 conv1x1 512->2048 @7": conv_case(512, 7, out_channels=2048, kernel=1),
     "r50 conv3x3 512 @7": conv_case(512, 7),
     "r50 stem 7x7/2 3->64 @224": conv_case(3, 224, out_channels=64, kernel=7, stride=2),
+    "mbv2 stem 3x3/2 3->32 @224": conv_case(3, 224, out_channels=32, kernel=3, stride=2),
     "mbv2 conv1x1 32->192 @56": conv_case(32, 56, out_channels=192, kernel=1),
     "mbv2 depthwise3x3/2 96 @112": conv_case(96, 112, groups=96, relu=True, stride=2),
     "mbv2 depthwise3x3 144 @56": conv_case(144, 56, groups=144, relu=True),
