@@ -633,8 +633,9 @@ class DepthwiseConv2d(_TiledReduction):
         sch.unroll(i_inner)
         sch.unroll(j_outer)
         sch.vectorize(j_inner)
-        if len(stmt.reads) == 3:  # which column plane a tap reads: known in each copy
-            sch.unroll(reduce_loops[-1])
+        column = stmt.iter_vars[3].var
+        if sum(column in used for _, used in read_vars(stmt)) > 1:  # even and odd planes:
+            sch.unroll(reduce_loops[-1])  # which one a tap reads is known in each copy
         init = sch.decompose_reduction(block, reduce_loops[0])
         init_loop = sch.get_loops(init)[-1]
         if sch.get(init_loop).kind != tirx.ForKind.VECTORIZED:
