@@ -169,6 +169,7 @@ CASES = {
     "mbv2 depthwise3x3/2 96 @112": conv_case(96, 112, groups=96, relu=True, stride=2),
     "mbv2 depthwise3x3 144 @56": conv_case(144, 56, groups=144, relu=True),
     "mbv2 depthwise3x3 960 @7": conv_case(960, 7, groups=960, relu=True),
+    "mbv2 conv1x1 320->1280 @7": conv_case(320, 7, out_channels=1280, kernel=1, relu=True),
     "mbv2 conv1x1 16->96 @112": conv_case(16, 112, out_channels=96, kernel=1, relu=True),
     "mbv2 pad+depthwise3x3/2 96 @112": pad_depthwise_case,
     "layer_norm 128x768": layer_norm_case,
