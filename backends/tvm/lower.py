@@ -210,8 +210,7 @@ class _Lowerer:
                 attrs = dict(node.attrs)
                 if len(node.inputs) > 1 and self.layout(node, 1):
                     attrs["weight_layout"] = self.layout(node, 1)
-                if self.pack_conv and node.op in ("linear", "matmul", "conv2d", "max_pool2d") \
-                        and all(isinstance(d, int) for d in node.shape):
+                if self.pack_conv and node.op in ("linear", "matmul", "conv2d", "max_pool2d"):
                     attrs["cpu_tiles"] = True  # to whole register tiles of the CPU rule
                 if self.pack_conv and node.op == "softmax":
                     attrs["vector_rows"] = True

@@ -17,7 +17,12 @@ from typing import Any
 from tvm import te, tirx, topi
 
 from backends.tvm import fastmath
-from backends.tvm.schedules.cpu import TILE_ROWS, TILE_VECS, VEC  # the tiles lowering pads to
+from backends.tvm.schedules.cpu import (  # the tiles the lowering pads to
+    TILE_ROWS,
+    TILE_VECS,
+    VEC,
+    whole_vector_row,
+)
 
 Operand = Any  # te.Tensor | tirx.PrimExpr
 
@@ -44,6 +49,10 @@ def register(*names: str) -> Callable[[OpFn], OpFn]:
 
 
 # ----- helpers -----------------------------------------------------------------------
+
+
+def _static(shape: tuple) -> bool:
+    return all(isinstance(d, (int, tirx.IntImm)) for d in shape)
 
 
 def is_float(dtype: str) -> bool:
@@ -541,7 +550,7 @@ def _pool2d(op: str) -> OpFn:
         need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
         extra_h, extra_w = max(0, need_h - h - ph), max(0, need_w - w - pw)
         fill = _lowest(dtype_of(x)) if op == "max_pool2d" else const(0, dtype_of(x))
-        if op == "max_pool2d" and attrs.get("cpu_tiles"):
+        if op == "max_pool2d" and attrs.get("cpu_tiles") and _static(out.shape):
             return _plane_windows(x, (kh, kw), (sh, sw), (ph, extra_h, pw, extra_w),
                                   (dh, dw), out, fill,
                                   lambda tap, ch, di, dj: nan_max(tap, axis=[di, dj]),
@@ -609,25 +618,20 @@ def conv2d(args, attrs, out):
     elif groups == 1:
         y = topi.nn.conv2d_nchw(x, w, stride, padding, dilation, out_dtype=out.dtype)
     elif groups == int(x.shape[1]) and int(w.shape[0]) == groups:  # depthwise, multiplier 1
-        if attrs.get("cpu_tiles") and all(isinstance(d, (int, tirx.IntImm)) for d in out.shape):
+        left, right, top, bottom = attrs.get("prologue_pads", (0, 0, 0, 0))
+        if attrs.get("cpu_tiles") and _static(out.shape):
             ph, pw = padding
-            left, right, top, bottom = attrs.get("prologue_pads", (0, 0, 0, 0))
             y = _depthwise_whole_vectors(x, w, stride, (top + ph, bottom + ph, left + pw,
                                                         right + pw), dilation, out)
         else:
+            if left or right or top or bottom:  # the pad the lowering folded in
+                x = topi.nn.pad(x, [0, 0, top, left], [0, 0, bottom, right])
             y = topi.nn.depthwise_conv2d_nchw(x, w, stride, padding, dilation,
                                               out_dtype=out.dtype)
     else:
         y = topi.nn.group_conv2d_nchw(x, w, stride, padding, dilation, groups,
                                       out_dtype=out.dtype)
     return _with_bias(y, bias[0] if bias else None, axis=1)
-
-
-def _vector_columns(n: int) -> int:
-    """A depthwise conv's output width rounded up to whole vectors (8 lanes up to 8
-    columns, else 16)."""
-    lanes = 16 if n > 8 else 8
-    return -(-n // lanes) * lanes
 
 
 def _depthwise_whole_vectors(x, w, stride, pads, dilation, out):
@@ -655,7 +659,7 @@ def _plane_windows(x, kernel, stride, pads, dilation, out, fill, reduce, name):
     (kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw) = kernel, stride, pads, dilation
     n, c, h, width = (int(d) for d in x.shape)
     oh, ow = int(out.shape[2]), int(out.shape[3])
-    cols = _vector_columns(ow)
+    cols = whole_vector_row(ow)
     di = te.reduce_axis((0, kh), name="di")
     dj = te.reduce_axis((0, kw), name="dj")
 
@@ -777,7 +781,7 @@ def _padded_columns(n: Any, rows: Any, reduction: Any) -> int | None:
     the right-hand operand and the write-back of its own (MobileNetV2's 32 -> 192 at
     28x28: 0.047 -> 0.033 ms) while the rows are few or the 7-vector panel stays in L1
     (a short reduction); ResNet-50's 128 -> 512 ran faster padded."""
-    static = all(isinstance(d, (int, tirx.IntImm)) for d in (n, rows, reduction))
+    static = _static((n, rows, reduction))
     if static and int(n) % VEC == 0 and min(int(rows), int(reduction)) <= SMALL_MATMUL_SIDE:
         return None
     return _tiles_of(n, COLUMN_TILE)

@@ -201,10 +201,12 @@ def vectorize_padding(sch: s_tir.Schedule, block, parallel: bool = True) -> bool
         else loops[-1]
     columns = _middle_piece(sch, inner, bounds.get(iters[-1]))
     n = extent(sch, columns)
-    if n is not None and 1 < n <= MAX_VECTOR_LOOP and _starts_at_zero(sch, columns):
+    if n is None or not 1 < n <= MAX_VECTOR_LOOP:
+        return True
+    if _starts_at_zero(sch, columns):
         vector_pieces(sch, columns)
-    elif n is not None and 1 < n <= MAX_VECTOR_LOOP:  # loop_partition and split take
-        sch.vectorize(columns)  # loops from 0: one wide vector, LLVM cuts it in 16s
+    else:  # loop_partition and split take loops from 0: one wide vector, LLVM cuts it in 16s
+        sch.vectorize(columns)
     return True
 
 
@@ -256,6 +258,13 @@ def vector_pieces(sch: s_tir.Schedule, loop) -> list:
 def _starts_at_zero(sch: s_tir.Schedule, loop) -> bool:
     start = sch.get(loop).min
     return isinstance(start, tirx.IntImm) and int(start) == 0
+
+
+def whole_vector_row(n: int) -> int:
+    """A row of ``n`` values rounded up to whole vectors: 16 lanes, 8 up to 8 values (the
+    depthwise/max-pool rows the CPU lowering computes, ``op_table._plane_windows``)."""
+    lanes = VEC if n > 8 else 8
+    return -(-n // lanes) * lanes
 
 
 def register_tile(n_vec: int | None, n_rows: int) -> tuple[int, int, int]:
@@ -588,7 +597,7 @@ class DepthwiseConv2d(_TiledReduction):
         return next(r for r in range(rows, 0, -1) if not n_rows or n_rows % r == 0)
 
     def fits(self, sch, block, epilogue):
-        # the CPU lowering computes whole-vector rows (op_table._depthwise_whole_vectors);
+        # the CPU lowering computes whole-vector rows (op_table._plane_windows);
         # the write-back stores the real columns, in power-of-two vectors
         if self.whole_rows(sch, block):
             return fits_in_tiles(sch, block, epilogue) or \
@@ -599,7 +608,7 @@ class DepthwiseConv2d(_TiledReduction):
     @staticmethod
     def whole_rows(sch, block) -> bool:
         n_cols = extent_of(sch.get(block), 3)
-        return 0 < n_cols <= MAX_DEPTHWISE_ROW and n_cols % (VEC if n_cols > 8 else 8) == 0
+        return 0 < n_cols <= MAX_DEPTHWISE_ROW and whole_vector_row(n_cols) == n_cols
 
     def tile(self, sch, block, epilogue, vec_axis, row_axis):
         """One channel per parallel iteration: its padded input plane computed there (in
