@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -407,3 +409,33 @@ def test_a_matmul_of_whole_vectors_pads_its_columns_only_when_large(in_channels,
     xt = torch.randn(1, in_channels, 28, 28)
     expected = F.conv2d(xt, torch.from_numpy(g.weights["w"])).relu()
     torch.testing.assert_close(m(xt)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, blocks", [
+    (192, 32, (3, 64)), (144, 32, (3, 48)), (512, 64, (8, 64)), (32, 192, None)])
+def test_a_seven_vector_tile_over_a_long_reduction_walks_it_in_blocks(in_channels,
+                                                                       out_channels, blocks):
+    # MobileNetV2's 192 -> 32 1x1 conv at 28x28 (tiles of 2 rows x 7 vectors): the tile's
+    # panel of the input is 192 x 112 floats, past L1; in blocks of 64 reduction values
+    # each block's slice stays in L1 for all the row tiles (144 values: blocks of 48). A
+    # short reduction (32) has no blocks.
+    g = Graph()
+    x = g.add_input("x", TensorType((1, in_channels, 28, 28), "float32"))
+    r = g.add_input("r", TensorType((1, out_channels, 28, 28), "float32"))
+    w = g.add_weight("w", np.random.randn(out_channels, in_channels, 1, 1).astype("float32"))
+    y = g.call("conv2d", [x, w], {}, meta={"group": 0})
+    g.outputs = [g.call("add", [y, r], meta={"group": 0})]
+    m = build(g, "cpu")
+    assert kernel_rule(m) == "matmul"
+    text = m.mod[m.kernels[0].name].script()
+    # the reduction's outer loop (k_0) runs outside the row tiles, its inner one (k_1) in
+    grid = re.search(r"for k_0, \w+, k_1 in T.grid\(T.int64\((\d+)\), T.int64\(\d+\), "
+                     r"T.int64\((\d+)\)\)", text)
+    if blocks is None:
+        assert grid is None and "k_0" not in text
+    else:
+        assert grid is not None and (int(grid[1]), int(grid[2])) == blocks
+        assert re.findall(r"T.parallel\(T.int64\((\d+)\)\)", text) == ["14"]  # 7 x 2 halves
+    xt, rt = torch.randn(1, in_channels, 28, 28), torch.randn(1, out_channels, 28, 28)
+    expected = F.conv2d(xt, torch.from_numpy(g.weights["w"])) + rt
+    torch.testing.assert_close(m(xt, rt)[0], expected, rtol=1e-4, atol=1e-4)

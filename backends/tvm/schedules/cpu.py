@@ -23,6 +23,7 @@ from tvm.target import Target
 VEC = 16  # fp32 lanes of an AVX-512 register
 TILE_ROWS = 8  # register tile: 8 rows x 2 vectors = 16 accumulator registers
 TILE_VECS = 2
+L1_BYTES = 48 * 1024  # L1 data cache per core (Zen 4/5; Intel since Ice Lake)
 MAX_VECTOR_LOOP = 256  # a loop vectorized whole (LLVM splits it into registers)
 MAX_DEPTHWISE_ROW = 128  # a depthwise conv's output row is one vector loop up to this
 DEPTHWISE_ACCUMULATORS = 24  # of AVX-512's 32 registers (the rest: the weight, loads)
@@ -369,6 +370,13 @@ class _TiledReduction(Rule):
         """The register tile's rows, given the most that fit and the axis' extent."""
         return rows
 
+    def reduction_block(self, sch: s_tir.Schedule, block, n_rows: int | None,
+                        tile_columns: int) -> int | None:
+        """Reduction values per block when the tile loop should walk the reduction in
+        blocks (each block's slice of the column panel stays in L1 across the row tiles),
+        or None for one pass over the whole reduction per tile."""
+        return None
+
     def pad(self, sch: s_tir.Schedule, block, vec_axis: int, row_axis: int | None) -> bool:
         """Pad the iteration space to whole register tiles (True if it did): a tile with a
         tail is predicated per lane, and TVM then runs it scalar. Rules whose operands are
@@ -392,7 +400,22 @@ class _TiledReduction(Rule):
             inner = [r_inner, v_mid, v_inner]
         else:
             inner = [v_mid, v_inner]
-        if row_axis is not None and self.columns_outside_rows(sch, block):
+        k_block = None
+        if row_axis is not None and len(reduce_loops) == 1:
+            k_block = self.reduction_block(sch, block, n_rows, vecs * lanes)
+        if k_block is not None:
+            # per column panel and half of its row tiles (two parallel pieces where they
+            # halve evenly), reduction blocks outermost: each block's slice of the panel
+            # is read from L1 by every row tile, whose accumulators wait in the local
+            # buffer between blocks
+            outer.remove(r_outer)
+            groups = 2 if n_rows % (2 * rows) == 0 else 1
+            r_group, r_mid = sch.split(r_outer, [groups, None])
+            k_outer, k_inner = sch.split(reduce_loops[0], [None, k_block])
+            sch.reorder(*outer, v_outer, r_group, k_outer, r_mid, k_inner, *inner)
+            tile_loop = sch.fuse(*outer, v_outer, r_group)
+            reduce_loops = [k_outer]
+        elif row_axis is not None and self.columns_outside_rows(sch, block):
             outer.remove(r_outer)  # walk all row tiles per column panel: the panel stays in L2
             outer.append(r_outer)
             sch.reorder(*outer[:-1], v_outer, r_outer, *reduce_loops, *inner)
@@ -467,6 +490,19 @@ class Matmul(_TiledReduction):
         except Exception:  # not an einsum (an operand read through an expression)
             return False
         return True
+
+    def reduction_block(self, sch, block, n_rows, tile_columns):
+        # A 7-vector tile (28x28 = 784 columns) loads 7 vectors of the panel per 14 FMAs:
+        # from L2 that starves the FMAs, from L1 it does not. Measured at 28x28:
+        # MobileNetV2's 192 -> 32 1x1 conv 47 -> 29 us (blocks of 64), 144 -> 32 42 -> 26 us
+        # (blocks of 48), 512 -> 64 279 -> 138 us; from 128 rows on (256 -> 128) the
+        # whole-reduction walk is as fast.
+        stmt = sch.get(block)
+        k = extent_of(stmt, len(stmt.iter_vars) - 1)
+        panel_bytes = k * tile_columns * 4
+        if n_rows is None or n_rows > 64 or tile_columns < 6 * VEC or panel_bytes <= L1_BYTES:
+            return None
+        return next((kc for kc in range(64, 31, -1) if k % kc == 0 and k > kc), None)
 
     def columns_outside_rows(self, sch, block):
         # the larger operand is the one to keep in cache: B (K x N) larger than A (M x K)
