@@ -5,11 +5,14 @@
     python benchmarks/run_models.py --models bert gpt2 --systems eager onnxruntime
 
 Each (model, system) runs in a subprocess of its own with a timeout: the process builds
-the model, compiles it, runs it, then reports its peak resident memory
-(``ru_maxrss``), the median latency (``compiler.timing.median_ms``, 2 threads), the
-compile time and the largest absolute difference from eager's outputs. Eager runs first
-for each model and leaves its outputs for the others to compare against; speedups are
-over eager measured in the same run. A system that fails shows its error in its cell.
+the model and compiles it (the systems of a model one after the other, each alone on the
+cores), then times runs in bursts that the parent interleaves across the systems
+(``--rounds``, the order rotating each round), so a slow spell of the shared host falls
+on every system alike; then it reports its peak resident memory (``ru_maxrss``), the
+median latency over all its runs (2 threads), the compile time and the largest absolute
+difference from eager's outputs. Eager compiles first for each model and leaves its
+outputs for the others to compare against; speedups are over eager measured in the same
+run. A system that fails shows its error in its cell.
 
 Writes ``benchmarks/results/models.md`` (also printed), ``models.json`` with the raw
 numbers and ``speedup.png`` (``models_tiny.*``/``speedup_tiny.png`` with ``--tiny``).
@@ -21,11 +24,14 @@ import argparse
 import json
 import os
 import platform
+import queue
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -108,12 +114,13 @@ def max_rss_mb() -> float:
 
 # --- the worker: one (model, system) in this process ---------------------------------
 
-def worker(model_name: str, system: str, reps: int, max_seconds: float, ref: Path,
-           quiet_wait: float) -> dict:
+def worker(model_name: str, system: str, ref: Path) -> None:
+    """Build and compile, then time bursts of runs when the parent says so (``TIME n`` on
+    stdin, ``TIMES {...}`` on stdout) until ``DONE``; then report the rest (``RESULT``).
+    The parent interleaves the bursts of every system of a model, so that the host's
+    slow spells, which last minutes on this shared machine, fall on all of them alike."""
     import torch
     from systems import SYSTEMS, flat_inputs
-
-    from compiler.timing import median_ms
 
     torch.set_num_threads(THREADS)
     result: dict = {"base_rss_mb": max_rss_mb()}
@@ -126,25 +133,43 @@ def worker(model_name: str, system: str, reps: int, max_seconds: float, ref: Pat
         start = time.perf_counter()
         built.run()
         once = time.perf_counter() - start
-        # slow systems (unscheduled kernels) get fewer repetitions, never fewer than 3
-        n = max(3, min(reps, int(max_seconds / max(once, 1e-6))))
-        result["others_busy_before"] = wait_for_quiet(quiet_wait)
-        result["load_before"] = os.getloadavg()[0]
-        before = cpu_snapshot()
-        result["latency_ms"] = median_ms(built.run, warmup=min(5, max(1, int(1 / once))),
-                                         reps=n)
-        result["others_busy"] = others_busy(before, cpu_snapshot())
-        result["load_after"] = os.getloadavg()[0]
-        result["reps"] = n
+        if system == "eager":  # the reference, there before any other system starts
+            torch.save([t.detach().clone() for t in outputs], ref)
+        say("READY", {"once_s": once})
+        warmup = min(3, max(1, int(0.2 / max(once, 1e-6))))
+        for line in sys.stdin:
+            command = line.split()
+            if command[:1] != ["TIME"]:
+                break
+            before = cpu_snapshot()
+            times = timed_runs(built.run, warmup, int(command[1]))
+            after = cpu_snapshot()
+            say("TIMES", {"times": times, "cpu": [a - b for a, b in zip(after, before)],
+                          "load": os.getloadavg()[0]})
     result["peak_rss_mb"] = max_rss_mb()  # before anything below allocates
     result.update(kernels=built.kernels, flops=built.flops, info=built.info)
     if system == "eager":
-        torch.save([t.detach().clone() for t in outputs], ref)
         result["flops_counted"] = count_flops(model, args, kwargs)
     elif ref.exists():
         result["max_abs_err"] = max_abs_error(torch.load(ref), outputs)
     result["num_inputs"] = len(flat_inputs(args, kwargs))
-    return result
+    say("RESULT", result)
+
+
+def say(tag: str, data: dict) -> None:
+    print(f"{tag} " + json.dumps(data, default=str), flush=True)
+
+
+def timed_runs(run, warmup: int, reps: int) -> list[float]:
+    """Seconds of each of ``reps`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def count_flops(model, args, kwargs) -> int | None:
@@ -188,60 +213,168 @@ def cached_compile(model_name: str, system: str) -> dict:
         return {"compile_s": time.perf_counter() - start}
 
 
-def run_cell(model: str, system: str, opts, ref: Path) -> dict:
-    """One (model, system) in a process of its own. dscompile compiles cold into a cache
-    directory of the cell's own, then once more in a new process from that cache."""
-    if not system.startswith("dscompile"):
-        return run_worker(model, system, opts, ref)
-    with tempfile.TemporaryDirectory(prefix="dscompile_cache_") as cache:
-        cell = run_worker(model, system, opts, ref, env={"DSCOMPILE_CACHE_DIR": cache})
-        if "error" not in cell:
-            again = run_worker(model, system, opts, ref, env={"DSCOMPILE_CACHE_DIR": cache},
-                               mode="--cached-compile")
-            cell["cached_compile_s"] = again.get("compile_s")
-    return cell
+class Cell:
+    """One (model, system) worker process, alive from its compile to its report so that
+    its timing bursts can be interleaved with the other systems' (``worker``)."""
+
+    def __init__(self, model: str, system: str, opts, ref: Path, env: dict):
+        self.model, self.system = model, system
+        self.data: dict = {"model": model, "system": system}
+        self.times: list[float] = []
+        self.bursts: list[dict] = []
+        self.finished = False
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, __file__, "--worker", model, system, "--ref", str(ref)]
+        self.started = time.perf_counter()
+        self.deadline = time.monotonic() + opts.timeout
+        self.timeout = opts.timeout
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, env=env, cwd=ROOT,
+                                     start_new_session=True)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self.expect("READY")
+        if ready is not None:
+            self.once = ready["once_s"]
+            # slow systems (unscheduled kernels) get fewer runs, never fewer than 3
+            self.wanted = max(3, min(opts.reps, int(opts.max_seconds / max(self.once, 1e-6))))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    @property
+    def failed(self) -> bool:
+        return "error" in self.data
+
+    def expect(self, tag: str) -> dict | None:
+        """The next ``tag`` line's data; None once the worker failed (its error, or its
+        RESULT in place of ``tag``, is in ``data``)."""
+        while not self.failed:
+            try:
+                line = self.lines.get(timeout=max(0.0, self.deadline - time.monotonic()))
+            except queue.Empty:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own group: compile workers go
+                self.data.update(error=f"timeout after {self.timeout} s",
+                                 wall_s=self.timeout)
+                return None
+            if line is None:
+                self.data["error"] = f"worker exited {self.proc.wait()}: {self._last_error()}"
+                return None
+            got, _, rest = line.partition(" ")
+            if got == tag:
+                return json.loads(rest)
+            if got == "RESULT":
+                self.data.update(json.loads(rest))
+                return None
+        return None
+
+    def send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it exited: ``expect`` reports how
+            pass
+
+    def burst(self, reps: int) -> None:
+        self.send(f"TIME {reps}")
+        done = self.expect("TIMES")
+        if done is not None:
+            self.times += done["times"]
+            self.bursts.append(done)
+
+    def finish(self) -> dict:
+        """The cell's row: the worker's report and the latency over all its bursts."""
+        if self.finished:
+            return self.data
+        self.finished = True
+        if not self.failed:
+            self.send("DONE")
+            self.data.update(self.expect("RESULT") or {})
+        self.proc.wait()
+        self.data.setdefault("wall_s", time.perf_counter() - self.started)
+        if self.failed:
+            self.data["stderr_tail"] = self._tail(3000)
+        elif self.times:
+            self.data.update(
+                latency_ms=statistics.median(self.times) * 1e3, reps=len(self.times),
+                burst_ms=[statistics.median(b["times"]) * 1e3 for b in self.bursts],
+                others_busy=others_busy((0, 0, 0), [sum(b["cpu"][i] for b in self.bursts)
+                                                    for i in range(3)]),
+                load_after=self.bursts[-1]["load"])
+        return self.data
+
+    def _tail(self, chars: int) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()[-chars:]
+
+    def _last_error(self) -> str:
+        return ([ln for ln in self._tail(3000).splitlines() if ln.strip()][-1:]
+                or ["no output"])[0]
 
 
-def run_worker(model: str, system: str, opts, ref: Path, env: dict | None = None,
-               mode: str = "--worker") -> dict:
-    cmd = [sys.executable, __file__, mode, model, system, "--reps", str(opts.reps),
-           "--max-seconds", str(opts.max_seconds), "--ref", str(ref),
-           "--quiet-wait", str(opts.quiet_wait)]
-    env = {**os.environ, **WORKER_ENV, **(env or {})}
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT, start_new_session=True)
+def time_model(model: str, systems: list[str], opts, ref: Path,
+               envs: dict[str, dict]) -> list[dict]:
+    """Every system's cell for one model. The systems compile one after the other (each
+    alone on the cores), then their timing runs in ``opts.rounds`` rounds, one burst of
+    each system a round, the order rotating, so that a slow spell of the shared host falls
+    on every system alike rather than on whichever one it happened to be running."""
+    cells: list[Cell] = []
+    for system in systems:
+        cell = Cell(model, system, opts, ref, envs[system])
+        cells.append(cell)
+        if cell.failed:
+            print(progress_line(cell.finish()), flush=True)
+    timed = [c for c in cells if not c.failed]
+    wait_for_quiet(opts.quiet_wait)
+    for round_ in range(opts.rounds):
+        shift = round_ % max(1, len(timed))
+        for cell in timed[shift:] + timed[:shift]:
+            left = cell.wanted - len(cell.times)
+            if left > 0 and not cell.failed:
+                cell.burst(min(left, -(-cell.wanted // opts.rounds)))
+                time.sleep(0.2)  # ONNX Runtime's threads spin a while after a run
+    for cell in timed:
+        print(progress_line(cell.finish()), flush=True)
+    return [cell.data for cell in cells]
+
+
+def cached_compile_s(model: str, system: str, opts, ref: Path, env: dict) -> float | None:
+    """dscompile's compile time in a new process from the cold compile's cache entry."""
+    cmd = [sys.executable, __file__, "--cached-compile", model, system, "--ref", str(ref)]
     try:
-        out, err = proc.communicate(timeout=opts.timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT,
+                              timeout=opts.timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own group: compile workers go too
-        out, err = proc.communicate()
-        return {"error": f"timeout after {opts.timeout} s", "wall_s": opts.timeout}
-    cell = {"wall_s": time.perf_counter() - start}
-    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-    if lines:
-        cell.update(json.loads(lines[-1][len("RESULT "):]))
-    else:
-        tail = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        cell["error"] = f"worker exited {proc.returncode}: {tail[0]}"
-    if "error" in cell:
-        cell["stderr_tail"] = err[-3000:]
-    return cell
+        return None
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT "):]).get("compile_s") if lines else None
 
 
 def run_all(opts) -> dict:
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": THREADS,
             "cpu": cpu_name(), "python": platform.python_version(),
-            "load_start": os.getloadavg(), "versions": versions(),
+            "load_start": os.getloadavg(), "versions": versions(), "rounds": opts.rounds,
             "sgemm_gflops": quiet_sgemm(opts.quiet_wait)}
     results: list[dict] = []
+    systems = ["eager", *[s for s in opts.systems if s != "eager"]]
     with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp:
         for model in opts.models:
             ref = Path(tmp) / f"{model.replace(':', '_')}.pt"
-            for system in ["eager", *[s for s in opts.systems if s != "eager"]]:
-                cell = run_cell(model, system, opts, ref)
-                results.append({"model": model, "system": system, **cell})
-                print(progress_line(results[-1]), flush=True)
+            # dscompile compiles cold into a cache directory of the cell's own, then
+            # once more, in a new process, from that cache
+            caches = {s: tempfile.mkdtemp(prefix="dscompile_cache_", dir=tmp)
+                      for s in systems if s.startswith("dscompile")}
+            envs = {s: {**os.environ, **WORKER_ENV,
+                        **({"DSCOMPILE_CACHE_DIR": caches[s]} if s in caches else {})}
+                    for s in systems}
+            rows = time_model(model, systems, opts, ref, envs)
+            for row in rows:
+                if row["system"] in caches and "error" not in row:
+                    row["cached_compile_s"] = cached_compile_s(model, row["system"], opts,
+                                                               ref, envs[row["system"]])
+            results += rows
             save(opts, meta, results, final=False)  # an interrupted run keeps what it has
     # other work on the machine only lowers the rate: keep the better measurement
     meta["sgemm_gflops"] = max(meta["sgemm_gflops"], quiet_sgemm(opts.quiet_wait))
@@ -311,6 +444,9 @@ def parse(argv=None):
     parser.add_argument("--tiny", action="store_true", help="HF models at their tiny size")
     parser.add_argument("--no-zoo", action="store_true", help="leave out examples/models.py")
     parser.add_argument("--reps", type=int, default=30, help="timed runs (after warm-up)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the timed runs come in this many bursts per system, "
+                             "interleaved with the other systems' bursts")
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="fewer reps (at least 3) where reps would take longer")
     parser.add_argument("--timeout", type=float, default=900.0, help="per (model, system)")
@@ -344,12 +480,13 @@ def main() -> None:
     if opts.worker or opts.cached_compile:
         model, system = opts.worker or opts.cached_compile
         try:
-            result = worker(model, system, opts.reps, opts.max_seconds, opts.ref,
-                            opts.quiet_wait) if opts.worker else cached_compile(model, system)
+            if opts.worker:
+                worker(model, system, opts.ref)
+            else:
+                say("RESULT", cached_compile(model, system))
         except Exception as err:
             traceback.print_exc()
-            result = {"error": f"{type(err).__name__}: {err}".strip()[:2000]}
-        print("RESULT " + json.dumps(result, default=str), flush=True)
+            say("RESULT", {"error": f"{type(err).__name__}: {err}".strip()[:2000]})
         return
     run_all(opts)
 
