@@ -227,7 +227,6 @@ class Cell:
         self.stderr = tempfile.TemporaryFile(mode="w+")
         cmd = [sys.executable, __file__, "--worker", model, system, "--ref", str(ref)]
         self.started = time.perf_counter()
-        self.deadline = time.monotonic() + opts.timeout
         self.timeout = opts.timeout
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True, env=env, cwd=ROOT,
@@ -251,10 +250,12 @@ class Cell:
 
     def expect(self, tag: str) -> dict | None:
         """The next ``tag`` line's data; None once the worker failed (its error, or its
-        RESULT in place of ``tag``, is in ``data``)."""
+        RESULT in place of ``tag``, is in ``data``). The timeout counts from the call: a
+        worker idles between its bursts while the others compile and run."""
+        deadline = time.monotonic() + self.timeout
         while not self.failed:
             try:
-                line = self.lines.get(timeout=max(0.0, self.deadline - time.monotonic()))
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # its own group: compile workers go
                 self.data.update(error=f"timeout after {self.timeout} s",
@@ -450,7 +451,9 @@ def parse(argv=None):
                              "interleaved with the other systems' bursts")
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="fewer reps (at least 3) where reps would take longer")
-    parser.add_argument("--timeout", type=float, default=900.0, help="per (model, system)")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds a (model, system) may take to compile, and to run "
+                             "each burst")
     parser.add_argument("--quiet-wait", type=float, default=120.0,
                         help="seconds to wait for other processes to leave the cores "
                              "before timing (the cell records how busy they were)")
