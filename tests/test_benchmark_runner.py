@@ -1,0 +1,35 @@
+"""The model benchmark's runner (``benchmarks/run_models.py``) end to end on the smallest
+zoo model: every system's timed runs come in interleaved bursts, and the table reports
+their median, the accuracy against eager and dscompile's cached compile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_runner_times_each_system_in_interleaved_bursts(tmp_path):
+    out = tmp_path / "models"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run_models.py"), "--models", "zoo:mlp",
+           "--systems", "eager", "dscompile_O2", "--reps", "6", "--rounds", "3",
+           "--quiet-wait", "0", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["meta"]["complete"] and report["meta"]["rounds"] == 3
+    cells = {r["system"]: r for r in report["results"]}
+    assert set(cells) == {"eager", "dscompile_O2"}
+    for cell in cells.values():
+        assert "error" not in cell, cell.get("stderr_tail")
+        assert cell["reps"] == 6 and len(cell["burst_ms"]) == 3  # 3 bursts of 2 runs
+        assert min(cell["burst_ms"]) <= cell["latency_ms"] <= max(cell["burst_ms"])
+        assert cell["peak_rss_mb"] >= cell["base_rss_mb"] > 0
+    ours = cells["dscompile_O2"]
+    assert ours["max_abs_err"] < 1e-5 and ours["kernels"] >= 1
+    assert ours["cached_compile_s"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert "| zoo:mlp |" in table and "dscompile_O2" in table
