@@ -171,6 +171,7 @@ CASES = {
     "mbv2 depthwise3x3 960 @7": conv_case(960, 7, groups=960, relu=True),
     "mbv2 conv1x1 320->1280 @7": conv_case(320, 7, out_channels=1280, kernel=1, relu=True),
     "mbv2 conv1x1 16->96 @112": conv_case(16, 112, out_channels=96, kernel=1, relu=True),
+    "mbv2 conv1x1 192->32 @28": conv_case(192, 28, out_channels=32, kernel=1),  # k blocks
     "mbv2 pad+depthwise3x3/2 96 @112": pad_depthwise_case,
     "layer_norm 128x768": layer_norm_case,
     "max_pool3x3/2 1x64x112": max_pool_case,
