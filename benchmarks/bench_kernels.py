@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,20 +21,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.tvm.build import build  # noqa: E402
+from compiler import timing  # noqa: E402
 from compiler.cost import node_flops  # noqa: E402
 from ir import Graph  # noqa: E402
 from ir.types import TensorType  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
-    for _ in range(max(3, reps // 10)):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return timing.median_ms(fn, warmup=max(3, reps // 10), reps=reps)
 
 
 def matmul_case():

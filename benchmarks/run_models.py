@@ -122,6 +122,8 @@ def worker(model_name: str, system: str, ref: Path) -> None:
     import torch
     from systems import SYSTEMS, flat_inputs
 
+    from compiler.timing import run_times
+
     torch.set_num_threads(THREADS)
     result: dict = {"base_rss_mb": max_rss_mb()}
     model, args, kwargs = load_call(model_name)
@@ -143,7 +145,7 @@ def worker(model_name: str, system: str, ref: Path) -> None:
             if command[:1] != ["TIME"]:
                 break
             before = cpu_snapshot()
-            times = timed_runs(built.run, warmup, int(command[1]))
+            times = run_times(built.run, warmup=warmup, reps=int(command[1]))
             after = cpu_snapshot()
             say("TIMES", {"times": times, "cpu": [a - b for a, b in zip(after, before)],
                           "load": os.getloadavg()[0]})
@@ -159,18 +161,6 @@ def worker(model_name: str, system: str, ref: Path) -> None:
 
 def say(tag: str, data: dict) -> None:
     print(f"{tag} " + json.dumps(data, default=str), flush=True)
-
-
-def timed_runs(run, warmup: int, reps: int) -> list[float]:
-    """Seconds of each of ``reps`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def count_flops(model, args, kwargs) -> int | None:

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 
 
-def median_ms(fn: Callable[[], object], *, warmup: int = 3, reps: int = 20,
-              min_seconds: float = 0.0) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``reps`` runs (at least
-    ``min_seconds`` of runs in all) after ``warmup`` untimed ones."""
+def run_times(fn: Callable[[], object], *, warmup: int = 3, reps: int = 20,
+              min_seconds: float = 0.0) -> list[float]:
+    """Wall time of each of ``reps`` calls of ``fn()`` in seconds (at least
+    ``min_seconds`` of calls in all) after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -23,4 +23,11 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 3, reps: int = 20,
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return times
+
+
+def median_ms(fn: Callable[[], object], *, warmup: int = 3, reps: int = 20,
+              min_seconds: float = 0.0) -> float:
+    """Median wall time of ``fn()`` in milliseconds (``run_times``)."""
+    return statistics.median(run_times(fn, warmup=warmup, reps=reps,
+                                       min_seconds=min_seconds)) * 1e3
