@@ -499,7 +499,7 @@ class Matmul(_TiledReduction):
         # whole-reduction walk is as fast.
         stmt = sch.get(block)
         k = extent_of(stmt, len(stmt.iter_vars) - 1)
-        panel_bytes = k * tile_columns * 4
+        panel_bytes = k * tile_columns * tvm.DataType(stmt.writes[0].source.dtype).bits // 8
         if n_rows is None or n_rows > 64 or tile_columns < 6 * VEC or panel_bytes <= L1_BYTES:
             return None
         return next((kc for kc in range(64, 31, -1) if k % kc == 0 and k > kc), None)
@@ -635,11 +635,10 @@ class DepthwiseConv2d(_TiledReduction):
     def fits(self, sch, block, epilogue):
         # the CPU lowering computes whole-vector rows (op_table._plane_windows);
         # the write-back stores the real columns, in power-of-two vectors
-        if self.whole_rows(sch, block):
-            return fits_in_tiles(sch, block, epilogue) or \
-                len(sch.get(epilogue).writes[0].source.shape) == 4 \
-                and not has_if_then_else(sch, epilogue)
-        return fits_in_tiles(sch, block, epilogue)
+        if fits_in_tiles(sch, block, epilogue):
+            return True
+        return self.whole_rows(sch, block) and not has_if_then_else(sch, epilogue) \
+            and len(sch.get(epilogue).writes[0].source.shape) == 4
 
     @staticmethod
     def whole_rows(sch, block) -> bool:
