@@ -20,9 +20,8 @@ from backends.tvm import weights as weight_layouts
 from backends.tvm.device_code import DeviceCode
 from backends.tvm.lower import KernelInfo, LoweredModule, describe_nodes, lower_graph, tvm_message
 from backends.tvm.memory import ArenaLowering, MemoryStats, SizeClassArena
-from backends.tvm.pipeline import relax_pipeline
+from backends.tvm.pipeline import relax_pipeline, tir_pipeline
 from backends.tvm.schedules import apply_rules, rules_for, schedule_module
-from backends.tvm.strided_loads import tir_pipeline
 from backends.tvm.target import resolve_target, target_kind
 from backends.tvm.toolchain import gpu_toolchain
 from backends.tvm.tuning import library as library_kernels  # registers their packed function

@@ -1,8 +1,13 @@
-"""Our Relax pipeline: TVM's CPU pipeline (tvm/relax/backend/cpu_generic/pipeline.py)
+"""Our Relax and TIR pipelines.
+
+Relax: TVM's CPU pipeline (tvm/relax/backend/cpu_generic/pipeline.py)
 without FuseOps/FuseTIR, since fusion is decided by our IR passes and every kernel is
 already one scheduled PrimFunc. Memory: ``memory`` (``backends.tvm.memory.ArenaLowering``)
 places planned kernel outputs at our arena offsets before StaticPlanBlockMemory and
-measures what is allocated after it. The steps, top to bottom:"""
+measures what is allocated after it. The steps, top to bottom, are in ``relax_passes``.
+
+TIR, for the CPU: TVM's own lowering, then two passes of ours before the host code is
+finalized (``backends.tvm.strided_loads``, ``backends.tvm.stack_buffers``)."""
 
 from __future__ import annotations
 
@@ -49,3 +54,31 @@ def relax_pipeline(target: tvm.target.Target,
             return tvm.transform.Sequential(relax_passes(memory))(mod)
 
     return pipeline
+
+
+CPU_TIR_PIPELINE = "dscompile_cpu"
+_registered = False
+
+
+def _cpu_tir_pipeline():
+    import tvm.tirx.compilation_pipeline as pipelines
+
+    from backends.tvm.stack_buffers import small_buffers_on_stack
+    from backends.tvm.strided_loads import strided_loads_as_shuffles
+
+    lower, finalize_host, finalize_device = pipelines.get_tir_pipeline("default")
+    ours = [strided_loads_as_shuffles, small_buffers_on_stack]
+    return tvm.transform.Sequential([lower, *ours]), finalize_host, finalize_device
+
+
+def tir_pipeline(target: tvm.target.Target) -> str:
+    """The ``tir_pipeline`` argument of ``tvm.compile`` for ``target``."""
+    global _registered
+    if target.kind.name != "llvm":
+        return "default"
+    if not _registered:
+        import tvm.tirx.compilation_pipeline as pipelines
+
+        pipelines.register_tir_pipeline(CPU_TIR_PIPELINE, _cpu_tir_pipeline)
+        _registered = True
+    return CPU_TIR_PIPELINE

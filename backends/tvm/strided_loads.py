@@ -7,8 +7,8 @@ quarter of the stride-1 ones' rate). Loading the span the lanes cover and pickin
 k-th element lets LLVM emit two vector loads and a permute. The span lies between the
 first and last lane's element, so it reads nothing the loop did not already touch.
 
-``tir_pipeline(target)`` names the TIR pipeline to give ``tvm.compile``: TVM's own, then
-this rewrite (after VectorizeLoop has turned vector loops into ramps).
+``backends.tvm.pipeline.tir_pipeline`` runs it after TVM's lowering passes (after
+VectorizeLoop has turned vector loops into ramps).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-PIPELINE = "dscompile_cpu"
 MAX_STRIDE = 4  # a span of (lanes - 1) * stride + 1 elements; wider ones stay gathers
-_registered = False
 
 
 def contiguous_span(load: tvm.ir.TensorLoad,
@@ -42,24 +40,3 @@ def contiguous_span(load: tvm.ir.TensorLoad,
 def strided_loads_as_shuffles(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
     return func.with_body(tvm_ffi.structural_mutate(
         func.body, [(tvm.ir.TensorLoad, contiguous_span)]))
-
-
-def _pipeline():
-    import tvm.tirx.compilation_pipeline as pipelines
-
-    lower, finalize_host, finalize_device = pipelines.get_tir_pipeline("default")
-    return (tvm.transform.Sequential([lower, strided_loads_as_shuffles]), finalize_host,
-            finalize_device)
-
-
-def tir_pipeline(target: tvm.target.Target) -> str:
-    """The ``tir_pipeline`` argument of ``tvm.compile`` for ``target``."""
-    global _registered
-    if target.kind.name != "llvm":
-        return "default"
-    if not _registered:
-        import tvm.tirx.compilation_pipeline as pipelines
-
-        pipelines.register_tir_pipeline(PIPELINE, _pipeline)
-        _registered = True
-    return PIPELINE

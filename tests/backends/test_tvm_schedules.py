@@ -274,6 +274,7 @@ def test_stride_two_vector_loads_become_one_load_and_a_shuffle():
     from tvm import s_tir, te
 
     from backends.tvm import strided_loads
+    from backends.tvm.pipeline import tir_pipeline
     from backends.tvm.target import resolve_target
 
     x = te.placeholder((8, 64), name="x")
@@ -295,11 +296,24 @@ def test_stride_two_vector_loads_become_one_load_and_a_shuffle():
     text = strided_loads.strided_loads_as_shuffles(lowered[-1])["main"].script()
     assert "T.Shuffle" in text and "T.Ramp(" in text and ", 2, 16)" not in text
 
-    lib = tvm.compile(sch.mod, target=target, tir_pipeline=strided_loads.tir_pipeline(target))
+    lib = tvm.compile(sch.mod, target=target, tir_pipeline=tir_pipeline(target))
     xs = np.random.randn(8, 64).astype("float32")
     out = tvm.runtime.tensor(np.zeros((8, 32), "float32"))
     lib(tvm.runtime.tensor(xs), out)
     np.testing.assert_allclose(out.numpy(), xs[:, 0::2] + xs[:, 1::2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("x, w, attrs", [
+    ((1, 64, 7, 7), (64, 1, 3, 3), {"padding": (1, 1), "groups": 64}),  # MobileNetV2's 7x7
+    ((1, 64, 56, 56), (256, 64, 1, 1), {}),  # 16-vector accumulator tiles: exactly 1 KiB
+])
+def test_per_tile_scratch_buffers_live_on_the_stack(x, w, attrs):
+    # TVM puts a CPU buffer on the stack only when it is "global" and under 1 KiB; the
+    # rest became a workspace allocation and free per channel or output tile
+    m = check_op("conv2d", [In(x), W(w)], attrs, lambda xt, wt: F.conv2d(xt, wt, **attrs),
+                 rtol=1e-4, atol=1e-4)
+    (llvm_module,) = m.executable.mod.imports
+    assert "TVMBackendAllocWorkspace" not in llvm_module.inspect_source("ll")
 
 
 def test_a_1x1_conv_over_many_pixels_is_a_matmul_over_them():

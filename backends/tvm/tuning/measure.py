@@ -20,7 +20,7 @@ import numpy as np
 import tvm
 from tvm import tirx
 
-from backends.tvm.strided_loads import tir_pipeline
+from backends.tvm.pipeline import tir_pipeline
 from compiler.errors import LoweringError
 
 
