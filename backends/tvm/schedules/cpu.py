@@ -26,7 +26,7 @@ TILE_VECS = 2
 L1_BYTES = 48 * 1024  # L1 data cache per core (Zen 4/5; Intel since Ice Lake)
 MAX_VECTOR_LOOP = 256  # a loop vectorized whole (LLVM splits it into registers)
 MAX_DEPTHWISE_ROW = 128  # a depthwise conv's output row is one vector loop up to this
-DEPTHWISE_ACCUMULATORS = 24  # of AVX-512's 32 registers (the rest: the weight, loads)
+DEPTHWISE_ACCUMULATORS = 8  # a depthwise row tile's vectors, 3 rows' where rows are wider
 
 # ----- block analysis ----------------------------------------------------------------
 
@@ -645,6 +645,16 @@ class DepthwiseConv2d(_TiledReduction):
         n_cols = extent_of(sch.get(block), 3)
         return 0 < n_cols <= MAX_DEPTHWISE_ROW and whole_vector_row(n_cols) == n_cols
 
+    @staticmethod
+    def tile_rows(n_rows: int, vectors: int) -> int:
+        """Output rows per tile: the most that divide the height within the accumulator
+        budget. Measured on MobileNetV2's planes: 14x14 ran 35% faster in tiles of 7 rows
+        than in one of 14 (24 accumulators), 56x56 9% faster in 2 rows than in 4, while
+        112-wide rows (7 vectors) want 3; a plane of half-vector rows (7x7) is fastest a
+        row at a time, 20% faster than all 7 rows together."""
+        budget = max(DEPTHWISE_ACCUMULATORS, 3 * vectors)
+        return max(r for r in range(1, n_rows + 1) if n_rows % r == 0 and r * vectors <= budget)
+
     def tile(self, sch, block, epilogue, vec_axis, row_axis):
         """One channel per parallel iteration: its padded input plane computed there (in
         L1, not a pass over the whole padded tensor before the conv), then tiles of whole
@@ -659,8 +669,7 @@ class DepthwiseConv2d(_TiledReduction):
         b, c, i, j, *reduce_loops = sch.get_loops(block)
         lanes = min(n_cols, VEC)
         vectors = n_cols // lanes
-        rows = max(r for r in range(1, n_rows + 1)
-                   if n_rows % r == 0 and r * vectors <= DEPTHWISE_ACCUMULATORS)
+        rows = self.tile_rows(n_rows, vectors) if lanes == VEC else 1
         i_outer, i_inner = sch.split(i, [None, rows])
         j_outer, j_inner = sch.split(j, [None, lanes])
         sch.reorder(b, c, i_outer, *reduce_loops, i_inner, j_outer, j_inner)
