@@ -11,6 +11,8 @@ finalized (``backends.tvm.strided_loads``, ``backends.tvm.stack_buffers``)."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import tvm
@@ -57,7 +59,22 @@ def relax_pipeline(target: tvm.target.Target,
 
 
 CPU_TIR_PIPELINE = "dscompile_cpu"
+CPU_TIR_PASS_SOURCES = ("pipeline.py", "strided_loads.py", "stack_buffers.py")
 _registered = False
+_fingerprint: str | None = None
+
+
+def codegen_fingerprint() -> str:
+    """A hash of the sources of our TIR passes: what, besides a kernel's schedule, decides
+    the code it compiles to. The tuning database trusts a time measured for our rule's
+    kernel only under the same passes (an edited pass re-times the rule)."""
+    global _fingerprint
+    if _fingerprint is None:
+        h = hashlib.blake2b(digest_size=8)
+        for name in CPU_TIR_PASS_SOURCES:
+            h.update(Path(__file__).with_name(name).read_bytes())
+        _fingerprint = h.hexdigest()
+    return _fingerprint
 
 
 def _cpu_tir_pipeline():

@@ -11,7 +11,7 @@ from backends.tvm.build import build
 from backends.tvm.lower import lower_graph
 from backends.tvm.target import resolve_target
 from backends.tvm.tuning import TuningOptions
-from backends.tvm.tuning.database import Record, TuningDatabase, record_key
+from backends.tvm.tuning.database import Record, TuningDatabase, program_key, record_key
 from backends.tvm.tuning.measure import STATS, Settings
 from compiler import dscompile
 from ir import Graph
@@ -93,6 +93,33 @@ def test_a_record_is_served_and_an_edited_rule_is_measured_again_alone(tmp_path)
     assert rebuilt.kernels[0].schedule == "conv2d_packed"
     assert TuningDatabase(tmp_path).lookup(key).times_ms == {"conv2d_packed": 1.0,
                                                               "onednn": 2.0}
+
+
+def test_a_rule_time_from_before_a_tir_pass_changed_is_measured_again(tmp_path, monkeypatch):
+    # a pass after scheduling (stack_buffers.py) made the rules' kernels faster with the
+    # same schedule: records that timed the old code must not keep a slower library call
+    from backends.tvm import pipeline
+
+    graph = small_conv_graph()
+    db = TuningDatabase(tmp_path)
+    calls = []
+
+    def measure(candidate):
+        calls.append(candidate.name)
+        return {"conv2d_packed": 5.0, "onednn": 2.0}[candidate.name]
+
+    options = TuningOptions(trials=0, database=db, measure=measure)
+    assert build(graph, "cpu", tuning=options).kernels[0].schedule == "onednn"
+    assert sorted(calls) == ["conv2d_packed", "onednn"]
+    calls.clear()
+    build(graph, "cpu", tuning=options)
+    assert calls == []  # served from the record
+    target = resolve_target("cpu")
+    before = program_key("g", target, 0, True)
+    monkeypatch.setattr(pipeline, "_fingerprint", "passes-edited")
+    assert program_key("g", target, 0, True) != before
+    build(graph, "cpu", tuning=options)
+    assert calls == ["conv2d_packed"]
 
 
 def small_conv_graph() -> Graph:

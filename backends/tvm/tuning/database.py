@@ -6,7 +6,8 @@ name nor the weights' values: ResNet's repeated blocks share one entry) and a ha
 the target's JSON (an AVX-512 timing says nothing about another CPU).
 
 A record keeps what was chosen, every candidate's median time, the trial budget it was
-tuned with, a hash of our rule's schedule (an edited rule is re-measured, not trusted)
+tuned with, a hash of our rule's schedule and of our TIR passes (an edited rule or pass
+is re-measured, not trusted)
 and the MetaSchedule winner's trace, so that schedule is replayed without searching.
 
 File: ``decisions.jsonl`` under ``DSCOMPILE_TUNING_DIR`` or ``~/.cache/dscompile/tuning``;
@@ -45,6 +46,14 @@ def workload_hash(func: tirx.PrimFunc) -> str:
     return f"{tvm_ffi.structural_hash(func.without_attr('global_symbol')):016x}"
 
 
+def rule_hash(func: tirx.PrimFunc) -> str:
+    """What a record's rule time was measured on: the rule's scheduled kernel and our TIR
+    passes (``codegen_fingerprint``); a change to either re-times the rule."""
+    from backends.tvm.pipeline import codegen_fingerprint
+
+    return f"{workload_hash(func)}-{codegen_fingerprint()}"
+
+
 def target_hash(target: tvm.target.Target) -> str:
     text = json.dumps(target.export(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -56,8 +65,12 @@ def record_key(func: tirx.PrimFunc, target: tvm.target.Target) -> str:
 
 def program_key(graph_text: str, target: tvm.target.Target, trials: int, library: bool) -> str:
     """The key of a whole program's end-to-end verdict (``backends.tvm.build``): its IR
-    text, the tuning budget and whether library kernels could be chosen."""
-    digest = hashlib.sha256(f"{graph_text}|{trials}|{library}".encode()).hexdigest()[:16]
+    text, the tuning budget, whether library kernels could be chosen, and our TIR passes
+    (they change the rules' program the verdict was against)."""
+    from backends.tvm.pipeline import codegen_fingerprint
+
+    text = f"{graph_text}|{trials}|{library}|{codegen_fingerprint()}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"program-{digest}-{target_hash(target)}"
 
 
@@ -68,7 +81,7 @@ class Record:
     chosen: str
     times_ms: dict[str, float]
     trials: int  # MetaSchedule's trial budget (0: not searched)
-    rule_hash: str = ""  # structural hash of our rule's scheduled kernel when measured
+    rule_hash: str = ""  # ``rule_hash`` of our rule's kernel when it was measured
     trace: list | None = None  # MetaSchedule's best schedule, replayable
     target: str = ""
     created: float = field(default_factory=time.time)

@@ -30,7 +30,7 @@ from backends.tvm.tuning.database import (
     TuningDatabase,
     default_database,
     record_key,
-    workload_hash,
+    rule_hash,
 )
 from backends.tvm.tuning.library_calls import route_to_library
 from backends.tvm.tuning.measure import Settings
@@ -157,7 +157,7 @@ class _Session:
             self.database.commit(Record(
                 key=key, kernel=sites[0].name, chosen=decision.chosen,
                 times_ms=decision.times_ms, trials=self.options.trials,
-                rule_hash=workload_hash(rule.func), trace=trace, target=str(self.target)))
+                rule_hash=rule_hash(rule.func), trace=trace, target=str(self.target)))
         if chosen.kind == cands.LIBRARY:
             specs = {id(k): lib.match(self.members(k)) for k in sites}
             return _Choice(rule.func, decision, rule.name,
@@ -202,9 +202,9 @@ class _Session:
         edited rule (its schedule differs from the one measured) is timed again."""
         times = dict(record.times_ms)
         others = {n: t for n, t in times.items() if n in (cands.METASCHEDULE, lib.NAME)}
-        if others and record.rule_hash and record.rule_hash != workload_hash(rule.func):
+        if others and record.rule_hash and record.rule_hash != rule_hash(rule.func):
             times = {**others, rule.name: self.measure(rule)}
-            record.times_ms, record.rule_hash = times, workload_hash(rule.func)
+            record.times_ms, record.rule_hash = times, rule_hash(rule.func)
             record.chosen = fastest(times, rule.name)
             self.database.commit(record)
         available: dict[str, cands.Candidate] = {rule.name: rule}
