@@ -103,6 +103,18 @@ def detail_table(report: dict, model: str, notes: Footnotes) -> list[str]:
     return lines + [""]
 
 
+def updated_note(meta: dict) -> list[str]:
+    """Which rows a ``--update`` run re-measured, and when the others were."""
+    if not meta.get("updated_models"):
+        return []
+    earlier = meta.get("earlier_run") or {}
+    when = f"the run of {earlier['started']}" if earlier.get("started") else "an earlier run"
+    if earlier.get("sgemm_gflops"):
+        when += f" (machine sgemm {earlier['sgemm_gflops']:.0f} GFLOP/s)"
+    return [f"Re-run with `--update`: {', '.join(meta['updated_models'])}; the other rows "
+            f"are from {when}.", ""]
+
+
 def markdown(report: dict) -> str:
     meta = report["meta"]
     notes = Footnotes()
@@ -122,6 +134,7 @@ def markdown(report: dict) -> str:
            "kept them while it was timed (`others busy`); † marks latencies measured with "
            f"others above {NOISY:.0%}: with 2 threads on 2 cores every parallel op then "
            "waits for a core, and such numbers can be many times too slow.", "",
+           *updated_note(meta),
            "## Median latency in ms (speedup over eager, same run)", "",
            *summary_table(report, notes), "",
            "## Per model", "",

@@ -382,9 +382,11 @@ def save(opts, meta: dict, results: list[dict], final: bool) -> dict:
     old = opts.out.with_suffix(".json")
     if opts.update and old.exists():  # keep the other models' cells from the earlier run
         if "kept" not in opts:
-            opts.kept = [r for r in json.loads(old.read_text())["results"]
-                         if r["model"] not in opts.models]
+            earlier = json.loads(old.read_text())
+            opts.kept = [r for r in earlier["results"] if r["model"] not in opts.models]
+            opts.earlier_run = {k: earlier["meta"].get(k) for k in ("started", "sgemm_gflops")}
         meta["updated_models"] = opts.models
+        meta["earlier_run"] = opts.earlier_run
         results = opts.kept + results
     report = {"meta": meta, "results": results}
     write_outputs(report, opts.out, opts.plot, quiet=not final)

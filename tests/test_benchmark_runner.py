@@ -33,3 +33,16 @@ def test_the_runner_times_each_system_in_interleaved_bursts(tmp_path):
     assert ours["cached_compile_s"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| zoo:mlp |" in table and "dscompile_O2" in table
+
+    # --update re-times one model and keeps the others' rows, saying when those ran
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run_models.py"), "--models",
+           "zoo:gpt_block", "--systems", "eager", "--reps", "3", "--rounds", "1",
+           "--quiet-wait", "0", "--update", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    updated = json.loads(out.with_suffix(".json").read_text())
+    assert sorted((r["model"], r["system"]) for r in updated["results"]) == [
+        ("zoo:gpt_block", "eager"), ("zoo:mlp", "dscompile_O2"), ("zoo:mlp", "eager")]
+    assert updated["meta"]["earlier_run"]["started"] == report["meta"]["started"]
+    assert (f"Re-run with `--update`: zoo:gpt_block; the other rows are from the run of "
+            f"{report['meta']['started']}") in out.with_suffix(".md").read_text()
