@@ -26,7 +26,7 @@ TILE_VECS = 2
 L1_BYTES = 48 * 1024  # L1 data cache per core (Zen 4/5; Intel since Ice Lake)
 MAX_VECTOR_LOOP = 256  # a loop vectorized whole (LLVM splits it into registers)
 MAX_DEPTHWISE_ROW = 128  # a depthwise conv's output row is one vector loop up to this
-DEPTHWISE_ACCUMULATORS = 8  # a depthwise row tile's vectors, 3 rows' where rows are wider
+DEPTHWISE_ACCUMULATORS = 8  # a depthwise row tile's, or 3 rows' of wider rows (tile_rows)
 
 # ----- block analysis ----------------------------------------------------------------
 
@@ -650,8 +650,9 @@ class DepthwiseConv2d(_TiledReduction):
         """Output rows per tile: the most that divide the height within the accumulator
         budget. Measured on MobileNetV2's planes: 14x14 ran 35% faster in tiles of 7 rows
         than in one of 14 (24 accumulators), 56x56 9% faster in 2 rows than in 4, while
-        112-wide rows (7 vectors) want 3; a plane of half-vector rows (7x7) is fastest a
-        row at a time, 20% faster than all 7 rows together."""
+        112-wide rows (7 vectors) did best with up to 3 rows (21 accumulators). A plane of
+        half-vector rows (7x7) is fastest a row at a time, 20% faster than all 7 rows
+        together (``tile``)."""
         budget = max(DEPTHWISE_ACCUMULATORS, 3 * vectors)
         return max(r for r in range(1, n_rows + 1) if n_rows % r == 0 and r * vectors <= budget)
 

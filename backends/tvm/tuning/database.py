@@ -6,9 +6,9 @@ name nor the weights' values: ResNet's repeated blocks share one entry) and a ha
 the target's JSON (an AVX-512 timing says nothing about another CPU).
 
 A record keeps what was chosen, every candidate's median time, the trial budget it was
-tuned with, a hash of our rule's schedule and of our TIR passes (an edited rule or pass
-is re-measured, not trusted)
-and the MetaSchedule winner's trace, so that schedule is replayed without searching.
+tuned with, a hash of our rule's schedule and of our TIR passes (under an edited rule or
+pass the rule is re-measured, not trusted) and the MetaSchedule winner's trace, so that
+schedule is replayed without searching.
 
 File: ``decisions.jsonl`` under ``DSCOMPILE_TUNING_DIR`` or ``~/.cache/dscompile/tuning``;
 one JSON object per line, appended under an exclusive lock, the last line of a key wins.
