@@ -161,12 +161,12 @@ def test_a_softmax_row_with_a_partial_vector_reduces_the_whole_vectors_apart():
 
 
 def test_a_depthwise_conv_tiles_output_rows_that_share_each_weight():
-    # rows per tile as measured on MobileNetV2's planes: (height, vectors a row) -> rows
-    planes = {(14, 1): 7, (28, 2): 4, (56, 4): 2, (112, 7): 2, (7, 1): 7}
+    # rows per tile as measured on MobileNetV2's planes: (height, vectors a row, lanes)
+    # -> rows; a 7x7 plane's rows are half vectors, fastest a row at a time (its 960
+    # channels: 20% faster than a tile of all 7 rows, now that a tile's accumulators are
+    # on the stack), inside one channel's parallel iteration
+    planes = {(14, 1, 16): 7, (28, 2, 16): 4, (56, 4, 16): 2, (112, 7, 16): 2, (7, 1, 8): 1}
     assert {p: cpu.DepthwiseConv2d.tile_rows(*p) for p in planes} == planes
-    # but a 7x7 plane's rows are half vectors, fastest a row at a time (its 960 channels:
-    # 20% faster than a tile of all 7 rows, now that a tile's accumulators are on the
-    # stack), inside one channel's parallel iteration
     attrs = {"padding": (1, 1), "groups": 32}
     m = check_op("conv2d", [In((1, 32, 7, 7)), W((32, 1, 3, 3))], attrs,
                  lambda x, w: F.conv2d(x, w, **attrs), rtol=1e-4, atol=1e-4)
