@@ -7,6 +7,7 @@ is decided in one place (the contract is in docs/architecture.md).
 from __future__ import annotations
 
 from ir import Graph, Node
+from ir.registry import get_op
 
 
 def kernel_groups(graph: Graph) -> list[list[Node]]:
@@ -24,6 +25,14 @@ def kernel_groups(graph: Graph) -> list[list[Node]]:
             kernels.append(by_group[gid])
     order = {n: i for i, n in enumerate(graph.nodes)}
     return sorted(kernels, key=lambda members: order[members[-1]])
+
+
+def anchor_op(members: list[Node]) -> str:
+    """The op a kernel is named after: its anchor/reduction/opaque op, else its first op."""
+    for n in members:
+        if get_op(n.op).kind in ("anchor", "reduction", "opaque"):
+            return n.op
+    return members[0].op
 
 
 def kernel_inputs(members: list[Node]) -> list[Node]:

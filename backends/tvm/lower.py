@@ -17,6 +17,8 @@ import tvm
 from tvm import relax, te, tirx
 
 from backends.tvm import fastmath
+from backends.tvm.blocked_layout import LAYOUT as BLOCKED
+from backends.tvm.blocked_layout import blocked_roots, blocked_shape, to_blocked, to_nchw
 from backends.tvm.op_table import OP_TABLE, OutType, const, conv1x1_flat
 from backends.tvm.weights import (
     CONV_LANES,
@@ -31,7 +33,7 @@ from backends.tvm.weights import (
 )
 from compiler.dynamic import tir_dim
 from compiler.errors import LoweringError
-from compiler.kernels import kernel_groups
+from compiler.kernels import anchor_op, kernel_groups
 from ir import Graph, Node
 from ir.registry import get_op
 
@@ -50,6 +52,8 @@ class KernelInfo:
     schedule: str = ""  # the schedule rule that fired, filled in by build
     timings: dict[str, float] = field(default_factory=dict)  # ms per measured candidate
     library: dict | None = None  # a library kernel's spec (backends.tvm.tuning.library)
+    layout: str | None = None  # "NCHW16c" where it computes blocked (blocked_layout)
+    reads_blocked: bool = False  # whether an operand comes in NCHW16c
 
 
 @dataclass
@@ -110,6 +114,8 @@ class _Lowerer:
         self.views: list[str] = []
         self.flat: Node | None = None  # the 1x1 conv of the kernel being lowered flat
         self.flat_views: dict[Node, relax.Expr] = {}
+        self.blocked: set[Node] = set()  # kernel roots stored NCHW16c (blocked_layout)
+        self.computing_blocked = False  # whether the kernel being lowered is one of them
 
     # ----- types ---------------------------------------------------------------------
     def dim(self, d: int | str) -> tirx.PrimExpr:
@@ -123,6 +129,8 @@ class _Lowerer:
     def out_type(self, node: Node) -> OutType:
         shape = flat_shape(node.shape) if self.flat is not None and node.op != "pad" \
             else node.shape
+        if self.computing_blocked:
+            shape = blocked_shape(tuple(node.shape))
         return OutType(tuple(self.dim(d) for d in shape), node.dtype)
 
     def tensor_type(self, node: Node) -> relax.TensorType:
@@ -164,9 +172,12 @@ class _Lowerer:
         bb = relax.BlockBuilder()
         params = [relax.Var(n.name, self.tensor_type(n)) for n in self.graph.inputs]
         self.values.update(zip(self.graph.inputs, params))
+        kernels = kernel_groups(self.graph)
+        if self.pack_conv:
+            self.blocked = blocked_roots(self.graph, kernels)
         with bb.function("main"):
             with bb.dataflow():
-                for members in kernel_groups(self.graph):
+                for members in kernels:
                     self.lower_kernel(bb, members)
                 results, outputs = self.collect_outputs()
                 out = bb.emit_output(relax.Tuple(results))
@@ -176,7 +187,9 @@ class _Lowerer:
 
     def lower_kernel(self, bb: relax.BlockBuilder, members: list[Node]) -> None:
         root = members[-1]
-        self.flat = flat_conv(members) if self.pack_conv else None
+        self.computing_blocked = root in self.blocked
+        self.flat = flat_conv(members) if self.pack_conv and not self.computing_blocked \
+            else None
         if all(n.op == "reshape" for n in members):  # a view, no kernel
             source = members[0].inputs[0]
             shape = [self.dim(d) for d in root.shape]
@@ -206,8 +219,10 @@ class _Lowerer:
                     elif i in inside:
                         args.append(env[(i, None)])
                     else:
-                        args.append(env[(i, self.layout(node, pos))])
+                        args.append(self.as_read(env[(i, self.layout(node, pos))], i, node))
                 attrs = dict(node.attrs)
+                if self.computing_blocked and node.op in ("conv2d", "max_pool2d"):
+                    attrs["layout"] = BLOCKED
                 if len(node.inputs) > 1 and self.layout(node, 1):
                     attrs["weight_layout"] = self.layout(node, 1)
                 if self.pack_conv and node.op in ("linear", "matmul", "conv2d", "max_pool2d"):
@@ -239,8 +254,22 @@ class _Lowerer:
         except Exception as e:  # TVM's or our TE code failing on this group
             raise LoweringError(f"cannot lower the kernel of:\n  {describe_nodes(members)}\n"
                                 f"  TVM says: {tvm_message(e)}") from None
-        self.kernels.append(KernelInfo(call.args[0].name_hint, root.meta.get("group"),
-                                       [n.name for n in members], anchor_op(members)))
+        self.kernels.append(KernelInfo(
+            call.args[0].name_hint, root.meta.get("group"), [n.name for n in members],
+            anchor_op(members), layout=BLOCKED if self.computing_blocked else None,
+            reads_blocked=any(n in self.blocked for n, _ in keys)))
+
+    def as_read(self, value: Any, source: Node, user: Node) -> Any:
+        """An operand from another kernel as ``user`` reads it: a blocked value through
+        the NCHW view where the kernel computes in NCHW, an NCHW activation through the
+        blocked view where it computes blocked (a conv reads either itself)."""
+        stored_blocked = source in self.blocked
+        if stored_blocked and not self.computing_blocked:
+            return to_nchw(value)
+        if self.computing_blocked and not stored_blocked and user.op != "conv2d" \
+                and source.op != "constant" and len(source.shape) == 4:
+            return to_blocked(value)
+        return value
 
     def folded_pad(self, members: list[Node]) -> Node | None:
         """A kernel's prologue pad (``compiler.passes.fuse``) that its depthwise conv reads
@@ -313,14 +342,6 @@ def unflatten(t: te.Tensor, shape: tuple) -> te.Tensor:
     """A flat [N, C, H * W] TE tensor read as [N, C, H, W]."""
     width = shape[-1]
     return te.compute(shape, lambda *i: t(*i[:-2], i[-2] * width + i[-1]), name="T_unflatten")
-
-
-def anchor_op(members: list[Node]) -> str:
-    """The op a kernel is named after: its anchor/reduction/opaque op, else its first op."""
-    for n in members:
-        if get_op(n.op).kind in ("anchor", "reduction", "opaque"):
-            return n.op
-    return members[0].op
 
 
 def kernel_name(members: list[Node]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from tvm import te, tirx, topi
 
 from backends.tvm import fastmath
+from backends.tvm.blocked_layout import LAYOUT as BLOCKED
 from backends.tvm.schedules.cpu import (  # the tiles the lowering pads to
     TILE_ROWS,
     TILE_VECS,
@@ -550,6 +551,8 @@ def _pool2d(op: str) -> OpFn:
         need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
         extra_h, extra_w = max(0, need_h - h - ph), max(0, need_w - w - pw)
         fill = _lowest(dtype_of(x)) if op == "max_pool2d" else const(0, dtype_of(x))
+        if attrs.get("layout") == BLOCKED:  # max pool only (blocked_layout.computes_blocked)
+            return _max_pool2d_blocked(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw), out, fill)
         if op == "max_pool2d" and attrs.get("cpu_tiles") and _static(out.shape):
             return _plane_windows(x, (kh, kw), (sh, sw), (ph, extra_h, pw, extra_w),
                                   (dh, dw), out, fill,
@@ -589,6 +592,26 @@ def _pool2d(op: str) -> OpFn:
     return fn
 
 
+def _max_pool2d_blocked(x, kernel, stride, pads, dilation, out, fill):
+    """A max pool over NCHW16c: the 16 channels of a block are one vector, the window's
+    taps whole-vector loads at any stride (the Reduction rule's window schedule). The
+    bounds test is on the tap's row and column, the same for every lane: no padded copy."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pads, dilation
+    h, w = int(x.shape[2]), int(x.shape[3])
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+
+    def tap(n, c, i, j, k):
+        row, col = i * sh + rh * dh - ph, j * sw + rw * dw - pw
+        inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
+        clamped = x[n, c, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(col, 0), w - 1), k]
+        return tirx.if_then_else(inside, clamped, fill)
+
+    return te.compute(out.shape, lambda n, c, i, j, k: nan_max(tap(n, c, i, j, k),
+                                                                  axis=[rh, rw]),
+                      name="T_max_pool2d")
+
+
 OP_TABLE["max_pool2d"] = _pool2d("max_pool2d")
 OP_TABLE["avg_pool2d"] = _pool2d("avg_pool2d")
 
@@ -613,6 +636,13 @@ def conv2d(args, attrs, out):
     stride, padding = attrs.get("stride", (1, 1)), attrs.get("padding", (0, 0))
     dilation, groups = attrs.get("dilation", (1, 1)), attrs.get("groups", 1)
     x, w = _float_input(x, out.dtype), _float_input(w, out.dtype)
+    if attrs.get("layout") == BLOCKED:
+        y = _conv2d_blocked(x, w, stride, padding, dilation, out)
+        if not bias:
+            return y
+        lanes = int(w.shape[-1])
+        return te.compute(y.shape, lambda n, c, i, j, k: y[n, c, i, j, k] + bias[0][c * lanes + k],
+                          name="T_bias")
     if attrs.get("weight_layout") == "OIHW16o":
         y = _conv2d_packed(x, w, stride, padding, dilation, out)
     elif groups == 1:
@@ -711,6 +741,33 @@ def _conv2d_packed(x, w, stride, padding, dilation, out):
         return te.sum(value * w[c // lanes, rc, ry, rx, c % lanes], axis=[rc, ry, rx])
 
     return te.compute(out.shape, body, name="T_conv2d_packed")
+
+
+def _conv2d_blocked(x, w, stride, padding, dilation, out):
+    """conv2d into NCHW16c (``blocked_layout``) over the packed weight [OC / 16, IC, KH,
+    KW, 16], from an NCHW16c input or an NCHW one (a stem conv over the image). The CPU
+    rule (``BlockedConv2d``) vectorizes the 16 channels of a block, which are contiguous
+    in the result: its tiles are written back as whole vectors."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    _, ic, kh, kw, lanes = (int(d) for d in w.shape)
+    blocked = len(x.shape) == 5
+    if ph or pw:
+        inner = [0] if blocked else []
+        x = topi.nn.pad(x, [0, 0, ph, pw, *inner], [0, 0, ph, pw, *inner], name="T_conv_pad")
+    rc = te.reduce_axis((0, ic), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def pixel(n, i, j):
+        if blocked:
+            return x[n, rc // lanes, i, j, rc % lanes]
+        return x[n, rc, i, j]
+
+    def body(n, c, i, j, k):
+        value = pixel(n, i * sh + ry * dh, j * sw + rx * dw)
+        return te.sum(value * w[c, rc, ry, rx, k], axis=[rc, ry, rx])
+
+    return te.compute(out.shape, body, name="T_conv2d_blocked")
 
 
 @register("linear")

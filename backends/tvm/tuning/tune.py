@@ -136,6 +136,13 @@ class _Session:
     def members(self, kernel: Any) -> list:
         return [self.graph.node(n) for n in kernel.node_names]
 
+    def library_candidate(self, kernel: Any) -> cands.Candidate | None:
+        """The library's kernel, where it can run this one: it takes and returns NCHW, so
+        not where the kernel reads or writes NCHW16c (``backends.tvm.blocked_layout``)."""
+        if not self.library or kernel.layout is not None or kernel.reads_blocked:
+            return None
+        return cands.library(self.members(kernel))
+
     def measure(self, candidate: cands.Candidate) -> float:
         if self.options.measure is not None:
             return self.options.measure(candidate)
@@ -175,7 +182,7 @@ class _Session:
                                        on_trials=lambda n: progress.advance(n, note))
             if tuned is not None:
                 found.append(tuned)
-        if self.library and (library := cands.library(self.members(sites[0]))) is not None:
+        if (library := self.library_candidate(sites[0])) is not None:
             found.append(library)
 
         def measure(candidate):
@@ -213,8 +220,8 @@ class _Session:
                 available[cands.METASCHEDULE] = cands.replayed(func, record.trace)
             except Exception as e:  # a trace from another TVM version: keep the others
                 log.warning("tuning record %s: trace does not replay (%s)", record.key, e)
-        if self.library and lib.NAME in times:
-            library = cands.library(self.members(sites[0]))
+        if lib.NAME in times:
+            library = self.library_candidate(sites[0])
             if library is not None:
                 available[lib.NAME] = library
         usable = {n: t for n, t in times.items() if n in available}
