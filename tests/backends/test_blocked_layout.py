@@ -153,3 +153,25 @@ def test_the_library_is_no_candidate_for_a_blocked_kernel(tmp_path):
     program = build(g, "cpu", tuning=options)
     assert all(k.schedule != lib.NAME for k in program.kernels if k.layout or k.reads_blocked)
     torch.testing.assert_close(program(x)[0], model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("ic, oc, pixels_outermost", [(256, 64, True), (64, 256, False),
+                                                      (2048, 512, False)])
+def test_a_conv_that_reduces_channels_walks_pixels_outermost(ic, oc, pixels_outermost):
+    # 256 -> 64: each thread reads half the input once; 64 -> 256: channel planes one
+    # after the other (pixels outermost wrote 16 planes at once); 2048 -> 512: its 4 MB
+    # of weights would be read again per pixel tile, past L2
+    from tvm import s_tir
+
+    from backends.tvm.lower import lower_graph
+    from backends.tvm.schedules.cpu import BlockedConv2d
+    from backends.tvm.target import resolve_target
+
+    g = Graph()
+    x = g.add_input("x", TensorType((1, ic, 7, 7), "float32"))
+    g.outputs = [g.call("mean", [conv(g, x, oc, name="c")], {"dims": (2, 3)})]
+    lowered = lower_graph(g, resolve_target("cpu"))
+    func = lowered.mod[lowered.kernels[0].name]
+    sch = s_tir.Schedule(func)
+    assert BlockedConv2d.pixels_outermost(sch.get(sch.get_sblock("T_conv2d_blocked"))) \
+        == pixels_outermost

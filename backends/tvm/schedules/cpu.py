@@ -24,6 +24,7 @@ VEC = 16  # fp32 lanes of an AVX-512 register
 TILE_ROWS = 8  # register tile: 8 rows x 2 vectors = 16 accumulator registers
 TILE_VECS = 2
 L1_BYTES = 48 * 1024  # L1 data cache per core (Zen 4/5; Intel since Ice Lake)
+L2_BYTES = 1024 * 1024  # L2 per core (Zen 4/5)
 MAX_VECTOR_LOOP = 256  # a loop vectorized whole (LLVM splits it into registers)
 MAX_DEPTHWISE_ROW = 128  # a depthwise conv's output row is one vector loop up to this
 DEPTHWISE_ACCUMULATORS = 8  # a depthwise row tile's, or 3 rows' of wider rows (tile_rows)
@@ -613,6 +614,21 @@ class BlockedConv2d(_TiledReduction):
 
     name = "conv2d_blocked"
 
+    @staticmethod
+    def pixels_outermost(stmt: s_tir.SBlock) -> bool:
+        """Whether consecutive tiles walk the output channel blocks of one pixel tile
+        (rather than the pixels of one channel block). A conv that reduces channels
+        (ResNet-50's 256 -> 64 and 512 -> 128 1x1s) reads more than it writes: pixels
+        outermost, each thread reads its half of the input once, and the weights it reads
+        again per pixel tile stay in L2 (9-15% faster in the model). Where the output has
+        more channels, its tiles would write (and read a residual) across every channel
+        plane at once: a 64 -> 256 1x1 + add ran 20% slower so."""
+        in_channels = extent_of(stmt, 5)
+        out_channels = extent_of(stmt, 1) * VEC
+        taps = extent_of(stmt, 6) * extent_of(stmt, 7)
+        weight_bytes = in_channels * out_channels * taps * 4
+        return in_channels >= 2 * out_channels and weight_bytes <= L2_BYTES
+
     def match(self, sch, block):
         stmt = sch.get(block)
         if kinds(sch, block) != "SSSSSRRR" or len(stmt.reads) != 2:
@@ -632,8 +648,12 @@ class BlockedConv2d(_TiledReduction):
         data = next(buf for buf, used in read_vars(stmt) if column in used)
         if len(data.shape) == 5 and extent_of(stmt, 5) % VEC == 0:
             channels = list(sch.split(rc, [None, VEC]))  # rc / 16, rc % 16: no div per load
-        sch.reorder(n, c_outer, i, j_outer, *channels, ry, rx, j_inner, c_inner, k)
-        tile_loop = sch.fuse(n, c_outer, i, j_outer)
+        if self.pixels_outermost(stmt):
+            sch.reorder(n, i, j_outer, c_outer, *channels, ry, rx, j_inner, c_inner, k)
+            tile_loop = sch.fuse(n, i, j_outer, c_outer)
+        else:
+            sch.reorder(n, c_outer, i, j_outer, *channels, ry, rx, j_inner, c_inner, k)
+            tile_loop = sch.fuse(n, c_outer, i, j_outer)
         sch.parallel(tile_loop)
         local = sch.cache_write(block, 0, "local")
         if epilogue is not None:
