@@ -56,8 +56,8 @@ def to_nchw(t: te.Tensor) -> te.Tensor:
 def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
     """The kernel roots whose value is stored NCHW16c: of the kernels that can compute
     blocked (``computes_blocked``), those whose readers all can too, or read it once
-    (``VIEW_READERS``); never a graph output; a max pool only over a blocked input (over
-    NCHW its window would gather lanes a plane apart). Dropping one kernel can leave a
+    (``VIEW_READERS``); never a graph output; a max pool or a depthwise conv only over
+    a blocked input (``reads_per_tap``). Dropping one kernel can leave a
     producer with a reader that cannot, so the rule is applied until nothing changes."""
     kernel_of = {n: members for members in kernels for n in members}
     readers: dict[Node, list[list[Node]]] = {}
@@ -71,7 +71,7 @@ def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
     def stays(root: Node, members: list[Node]) -> bool:
         if root in outputs:
             return False
-        if members[0].op == "max_pool2d" and members[0].inputs[0] not in blocked:
+        if reads_per_tap(members) and data_input(members) not in blocked:
             return False
         return all(r[-1] in blocked or anchor_op(r) in VIEW_READERS
                    for r in readers.get(root, []))
@@ -86,30 +86,47 @@ def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
 
 
 def computes_blocked(members: list[Node]) -> bool:
-    """Whether a kernel can compute its value in NCHW16c: a dense conv2d (or a max pool)
-    over static fp32 shapes with output channels in whole blocks, first in its kernel,
-    then only elementwise ops of its shape whose other operands have that shape too or
-    are scalars (a [C, 1, 1] operand would need its own blocked view)."""
-    head = members[0]
-    if head.dtype != "float32" or not _static_4d(head):
+    """Whether a kernel can compute its value in NCHW16c: a conv2d, dense or depthwise,
+    (perhaps after its prologue pad, ``compiler.passes.fuse``) or a max pool, over static
+    fp32 shapes with channels in whole blocks, then only elementwise ops of its shape
+    whose other operands have that shape too or are scalars (a [C, 1, 1] operand would
+    need its own blocked view)."""
+    head = members[1] if members[0].op == "pad" and len(members) > 1 else members[0]
+    if head.dtype != "float32" or not _static_4d(head) or head.shape[1] % BLOCK:
         return False
     if head.op == "conv2d":
         x, w = head.inputs[:2]
-        if w.op != "weight" or head.attrs.get("groups", 1) != 1 or x.dtype != "float32" \
-                or not _static_4d(x):
+        if head is not members[0] and x is not members[0]:
             return False
+        if w.op != "weight" or x.dtype != "float32" or not _static_4d(x):
+            return False
+        if head.attrs.get("groups", 1) not in (1, x.shape[1]) or \
+                (head.attrs.get("groups", 1) != 1 and w.shape[0] != x.shape[1]):
+            return False  # grouped, or a depthwise channel multiplier
     elif head.op != "max_pool2d" or len(members) > 1:
         return False
-    if head.shape[1] % BLOCK:
-        return False
     inside = set(members)
-    for node in members[1:]:
+    for node in members[members.index(head) + 1:]:
         if get_op(node.op).kind != "elementwise" or tuple(node.shape) != tuple(head.shape):
             return False
         for i in node.inputs:
             if i not in inside and i.op != "constant" and tuple(i.shape) != tuple(head.shape):
                 return False
     return True
+
+
+def reads_per_tap(members: list[Node]) -> bool:
+    """Whether a kernel loads its input once per window tap and channel (a max pool, a
+    depthwise conv): over NCHW its blocked view would gather 16 lanes a plane apart, so
+    it computes blocked only over a blocked input. A dense conv broadcasts one input
+    value at a time from either layout."""
+    head = members[1] if members[0].op == "pad" and len(members) > 1 else members[0]
+    return head.op == "max_pool2d" or head.attrs.get("groups", 1) != 1
+
+
+def data_input(members: list[Node]) -> Node:
+    """The activation a blocked kernel's conv or pool reads (before its prologue pad)."""
+    return members[0].inputs[0]
 
 
 def _static_4d(node: Node) -> bool:

@@ -163,8 +163,9 @@ class _Lowerer:
         if user.op == "linear" and position == 1 and operand.op == "weight":
             return PACKED if operand.shape[0] % PANEL == 0 else KN
         if self.pack_conv and user.op == "conv2d" and position == 1 and operand.op == "weight" \
-                and user.attrs.get("groups", 1) == 1 and operand.shape[0] % CONV_LANES == 0:
-            return CONV_PACKED
+                and (user.attrs.get("groups", 1) == 1 or self.computing_blocked) \
+                and operand.shape[0] % CONV_LANES == 0:
+            return CONV_PACKED  # a blocked depthwise conv's too: [C / 16, 1, KH, KW, 16]
         return None
 
     # ----- lowering ------------------------------------------------------------------
@@ -274,9 +275,12 @@ class _Lowerer:
     def folded_pad(self, members: list[Node]) -> Node | None:
         """A kernel's prologue pad (``compiler.passes.fuse``) that its depthwise conv reads
         unpadded, padding each channel plane itself (CPU): the pad computed apart was a
-        pass over the whole padded tensor before the conv."""
+        pass over the whole padded tensor before the conv. A blocked conv, dense or
+        depthwise, folds its prologue pad the same way (``blocked_layout``)."""
         if not self.pack_conv or len(members) < 2 or members[0].op != "pad":
             return None
+        if self.computing_blocked:  # blocked_layout.computes_blocked checked the pattern
+            return members[0]
         pad, conv = members[:2]
         channels = conv.inputs[0].shape[1]
         if conv.op != "conv2d" or conv.inputs[0] is not pad or conv.dtype != "float32" \

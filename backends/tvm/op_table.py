@@ -637,7 +637,13 @@ def conv2d(args, attrs, out):
     dilation, groups = attrs.get("dilation", (1, 1)), attrs.get("groups", 1)
     x, w = _float_input(x, out.dtype), _float_input(w, out.dtype)
     if attrs.get("layout") == BLOCKED:
-        y = _conv2d_blocked(x, w, stride, padding, dilation, out)
+        left, right, top, bottom = attrs.get("prologue_pads", (0, 0, 0, 0))
+        ph, pw = padding
+        pads = (top + ph, bottom + ph, left + pw, right + pw)
+        if groups == 1:
+            y = _conv2d_blocked(x, w, stride, pads, dilation, out)
+        else:  # depthwise (blocked_layout.computes_blocked)
+            y = _depthwise_blocked(x, w, stride, pads, dilation, out)
         if not bias:
             return y
         lanes = int(w.shape[-1])
@@ -743,17 +749,19 @@ def _conv2d_packed(x, w, stride, padding, dilation, out):
     return te.compute(out.shape, body, name="T_conv2d_packed")
 
 
-def _conv2d_blocked(x, w, stride, padding, dilation, out):
+def _conv2d_blocked(x, w, stride, pads, dilation, out):
     """conv2d into NCHW16c (``blocked_layout``) over the packed weight [OC / 16, IC, KH,
     KW, 16], from an NCHW16c input or an NCHW one (a stem conv over the image). The CPU
     rule (``BlockedConv2d``) vectorizes the 16 channels of a block, which are contiguous
-    in the result: its tiles are written back as whole vectors."""
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    in the result: its tiles are written back as whole vectors. ``pads``: (top, bottom,
+    left, right), the conv's own and a prologue pad's."""
+    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, pads, dilation
     _, ic, kh, kw, lanes = (int(d) for d in w.shape)
     blocked = len(x.shape) == 5
-    if ph or pw:
+    if top or bottom or left or right:
         inner = [0] if blocked else []
-        x = topi.nn.pad(x, [0, 0, ph, pw, *inner], [0, 0, ph, pw, *inner], name="T_conv_pad")
+        x = topi.nn.pad(x, [0, 0, top, left, *inner], [0, 0, bottom, right, *inner],
+                        name="T_conv_pad")
     rc = te.reduce_axis((0, ic), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -768,6 +776,30 @@ def _conv2d_blocked(x, w, stride, padding, dilation, out):
         return te.sum(value * w[c, rc, ry, rx, k], axis=[rc, ry, rx])
 
     return te.compute(out.shape, body, name="T_conv2d_blocked")
+
+
+def _depthwise_blocked(x, w, stride, pads, dilation, out):
+    """A depthwise conv into NCHW16c over the weight packed [C / 16, 1, KH, KW, 16]: the
+    16 channels of a block are one vector, each tap one whole-vector load at any stride
+    (``BlockedDepthwiseConv2d``). No padded copy: a tap outside the input reads zero, a
+    test on its row and column that is the same for every lane."""
+    (sh, sw), (top, _, left, _), (dh, dw) = stride, pads, dilation
+    blocked = len(x.shape) == 5
+    h, width = int(x.shape[2]), int(x.shape[3])
+    lanes = int(w.shape[-1])
+    ry = te.reduce_axis((0, int(w.shape[2])), name="ry")
+    rx = te.reduce_axis((0, int(w.shape[3])), name="rx")
+
+    def tap(n, c, i, j, k):
+        row, col = i * sh + ry * dh - top, j * sw + rx * dw - left
+        inside = tirx.all(row >= 0, row < h, col >= 0, col < width)
+        row = tirx.min(tirx.max(row, 0), h - 1)
+        col = tirx.min(tirx.max(col, 0), width - 1)
+        value = x[n, c, row, col, k] if blocked else x[n, c * lanes + k, row, col]
+        return tirx.if_then_else(inside, value, const(0, dtype_of(x)))
+
+    return te.compute(out.shape, lambda n, c, i, j, k: te.sum(
+        tap(n, c, i, j, k) * w[c, 0, ry, rx, k], axis=[ry, rx]), name="T_depthwise_blocked")
 
 
 @register("linear")

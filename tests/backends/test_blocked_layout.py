@@ -175,3 +175,28 @@ def test_a_conv_that_reduces_channels_walks_pixels_outermost(ic, oc, pixels_oute
     sch = s_tir.Schedule(func)
     assert BlockedConv2d.pixels_outermost(sch.get(sch.get_sblock("T_conv2d_blocked"))) \
         == pixels_outermost
+
+
+@pytest.mark.parametrize("stride, pads", [(1, (1, 1, 1, 1)), (2, (0, 1, 0, 1)), (2, (1, 1, 1, 1))])
+def test_a_depthwise_conv_with_its_prologue_pad_computes_blocked(stride, pads):
+    # MobileNetV2's TF-style pad fused before the depthwise conv (compiler.passes.fuse)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 14, 14), "float32"))
+    a = conv(g, x, 32, name="a")
+    wd = g.add_weight("wd", np.random.randn(32, 1, 3, 3).astype("float32"))
+    padded = g.call("pad", [a], {"pads": pads}, meta={"group": 1}, name="p")
+    d = g.call("conv2d", [padded, wd], {"stride": (stride, stride), "groups": 32},
+               meta={"group": 1}, name="d")
+    d = g.call("clamp", [d], {"min": 0.0, "max": 6.0}, meta={"group": 1}, name="relu6")
+    g.outputs = [g.call("mean", [conv(g, d, 16, name="b")], {"dims": (2, 3)}, name="m")]
+    assert roots(g) == {"a", "relu6", "b"}
+    program = build(g, "cpu")
+    assert [k.schedule for k in program.kernels] == \
+        ["conv2d_blocked", "depthwise_blocked", "conv2d_blocked", "reduction"]
+    data = torch.randn(1, 16, 14, 14)
+    w = {k: torch.from_numpy(v) for k, v in g.weights.items()}
+    F = torch.nn.functional
+    ref = F.pad(F.conv2d(data, w["w_a"]), pads)
+    ref = F.conv2d(ref, w["wd"], stride=stride, groups=32).clamp(0, 6)
+    ref = F.conv2d(ref, w["w_b"]).mean((2, 3))
+    torch.testing.assert_close(program(data)[0], ref, rtol=1e-4, atol=1e-4)

@@ -670,6 +670,44 @@ class BlockedConv2d(_TiledReduction):
         vectorize_inner(sch, local)
 
 
+class BlockedDepthwiseConv2d(_TiledReduction):
+    """A depthwise conv into NCHW16c (``op_table._depthwise_blocked``): out[n, c, i, j, k]
+    += x[n, c, .., .., k] * w[c, 0, ry, rx, k]. The 16 channels of a block are the
+    vector; a tile is one output row's columns (up to 14, dividing the row), each
+    accumulated over the window taps with one weight vector per tap."""
+
+    name = "depthwise_blocked"
+    MAX_COLUMNS = 14  # accumulators of a tile: 14 + the weight and a tap within 16 registers
+
+    def match(self, sch, block):
+        stmt = sch.get(block)
+        if kinds(sch, block) != "SSSSSRR" or len(stmt.reads) != 2:
+            return None
+        if len(stmt.writes[0].source.shape) != 5:
+            return None
+        return 4, 3
+
+    def tile(self, sch, block, epilogue, vec_axis, row_axis):
+        n, c, i, j, k, ry, rx = sch.get_loops(block)
+        n_cols = extent_of(sch.get(block), 3)
+        columns = max(d for d in range(1, min(n_cols, self.MAX_COLUMNS) + 1) if n_cols % d == 0)
+        j_outer, j_inner = sch.split(j, [None, columns])
+        sch.reorder(n, c, i, j_outer, ry, rx, j_inner, k)
+        sch.parallel(sch.fuse(n, c, i))
+        local = sch.cache_write(block, 0, "local")
+        if epilogue is not None:
+            sch.compute_inline(local)
+            local = epilogue
+        sch.reverse_compute_at(local, j_outer, preserve_unit_loops=True)
+        sch.unroll(j_inner)
+        sch.vectorize(k)
+        init = sch.decompose_reduction(block, ry)
+        init_loops = sch.get_loops(init)
+        if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
+            sch.vectorize(init_loops[-1])
+        vectorize_inner(sch, local)
+
+
 class DepthwiseConv2d(_TiledReduction):
     """Depthwise NCHW conv2d: out[n, c, oh, ow] += pad[n, c, ..] * w[c, 0, kh, kw]
     (topi's SSSSRR form, or grouped conv with one input channel per group; a stride-2
@@ -915,7 +953,7 @@ class Fallback(Rule):
         return sch
 
 
-RULES: list[Rule] = [Matmul(), BlockedConv2d(), PackedConv2d(), Conv2d(), DepthwiseConv2d(),
-                     Reduction(),
+RULES: list[Rule] = [Matmul(), BlockedConv2d(), BlockedDepthwiseConv2d(), PackedConv2d(), Conv2d(),
+                     DepthwiseConv2d(), Reduction(),
                      Injective()]
 FALLBACK = Fallback()
