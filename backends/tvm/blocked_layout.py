@@ -20,37 +20,55 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from backends.tvm.weights import CONV_LANES
+from backends.tvm.weights import CONV_LANES, CONV_PACKED, CONV_PACKED8
 from compiler.kernels import anchor_op, kernel_inputs
 from ir import Graph, Node
 from ir.registry import get_op
 
 BLOCK = CONV_LANES  # channels per block: the conv rule's vector of output channels
-LAYOUT = "NCHW16c"
+HALF_BLOCK = 8  # for channel counts that are not whole blocks of 16 (MobileNetV2's 24)
+LAYOUT = "NCHWc"
 # kernels that read a blocked value through the NCHW view at no cost worth a copy: each
 # reads every input element once (a conv kernel reads its input many times; a depthwise
 # conv's padded channel planes would gather lanes 64 bytes apart)
 VIEW_READERS = ("adaptive_avg_pool2d", "avg_pool2d", "mean", "sum", "amax")
 
 
+def block_size(channels: int) -> int | None:
+    """Channels per block of a value with ``channels``: 16 (one AVX-512 vector), 8 where
+    16 do not divide them (MobileNetV2's 24: without it, every conv before its 24-channel
+    stage stayed NCHW), else None (not blocked)."""
+    for lanes in (BLOCK, HALF_BLOCK):
+        if channels % lanes == 0:
+            return lanes
+    return None
+
+
+def weight_layout(out_channels: int) -> str:
+    """The packed layout of a blocked conv's weight: its blocks of output channels."""
+    return CONV_PACKED if block_size(out_channels) == BLOCK else CONV_PACKED8
+
+
 def blocked_shape(shape: tuple) -> tuple:
-    """[N, C, H, W] as [N, C / 16, H, W, 16]."""
+    """[N, C, H, W] as [N, C / b, H, W, b], b = ``block_size(C)``."""
     n, c, h, w = shape
-    return (n, c // BLOCK, h, w, BLOCK)
+    lanes = block_size(c)
+    return (n, c // lanes, h, w, lanes)
 
 
 def to_blocked(t: te.Tensor) -> te.Tensor:
-    """An NCHW tensor read as NCHW16c (inlined by the rules: no copy)."""
+    """An NCHW tensor read as blocked (inlined by the rules: no copy)."""
+    lanes = int(blocked_shape(tuple(t.shape))[-1])
     return te.compute(blocked_shape(tuple(t.shape)),
-                      lambda n, c, i, j, k: t[n, c * BLOCK + k, i, j], name="T_to_blocked")
+                      lambda n, c, i, j, k: t[n, c * lanes + k, i, j], name="T_to_blocked")
 
 
 def to_nchw(t: te.Tensor) -> te.Tensor:
-    """An NCHW16c tensor read as NCHW (inlined by the rules: no copy)."""
-    n, c, h, w, _ = t.shape
-    return te.compute((n, c * BLOCK, h, w),
-                      lambda b, ch, i, j: t[b, tirx.floordiv(ch, BLOCK), i, j,
-                                            tirx.floormod(ch, BLOCK)], name="T_to_nchw")
+    """A blocked tensor read as NCHW (inlined by the rules: no copy)."""
+    n, c, h, w, lanes = t.shape
+    return te.compute((n, c * lanes, h, w),
+                      lambda b, ch, i, j: t[b, tirx.floordiv(ch, lanes), i, j,
+                                            tirx.floormod(ch, lanes)], name="T_to_nchw")
 
 
 def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
@@ -88,11 +106,11 @@ def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
 def computes_blocked(members: list[Node]) -> bool:
     """Whether a kernel can compute its value in NCHW16c: a conv2d, dense or depthwise,
     (perhaps after its prologue pad, ``compiler.passes.fuse``) or a max pool, over static
-    fp32 shapes with channels in whole blocks, then only elementwise ops of its shape
+    fp32 shapes with channels in whole blocks (``block_size``), then only elementwise ops of its shape
     whose other operands have that shape too or are scalars (a [C, 1, 1] operand would
     need its own blocked view)."""
     head = members[1] if members[0].op == "pad" and len(members) > 1 else members[0]
-    if head.dtype != "float32" or not _static_4d(head) or head.shape[1] % BLOCK:
+    if head.dtype != "float32" or not _static_4d(head) or block_size(head.shape[1]) is None:
         return False
     if head.op == "conv2d":
         x, w = head.inputs[:2]

@@ -18,7 +18,13 @@ from tvm import relax, te, tirx
 
 from backends.tvm import fastmath
 from backends.tvm.blocked_layout import LAYOUT as BLOCKED
-from backends.tvm.blocked_layout import blocked_roots, blocked_shape, to_blocked, to_nchw
+from backends.tvm.blocked_layout import (
+    blocked_roots,
+    blocked_shape,
+    to_blocked,
+    to_nchw,
+    weight_layout,
+)
 from backends.tvm.op_table import OP_TABLE, OutType, const, conv1x1_flat
 from backends.tvm.weights import (
     CONV_LANES,
@@ -52,8 +58,8 @@ class KernelInfo:
     schedule: str = ""  # the schedule rule that fired, filled in by build
     timings: dict[str, float] = field(default_factory=dict)  # ms per measured candidate
     library: dict | None = None  # a library kernel's spec (backends.tvm.tuning.library)
-    layout: str | None = None  # "NCHW16c" where it computes blocked (blocked_layout)
-    reads_blocked: bool = False  # whether an operand comes in NCHW16c
+    layout: str | None = None  # "NCHWc" where it computes blocked (blocked_layout)
+    reads_blocked: bool = False  # whether an operand comes blocked
 
 
 @dataclass
@@ -114,7 +120,7 @@ class _Lowerer:
         self.views: list[str] = []
         self.flat: Node | None = None  # the 1x1 conv of the kernel being lowered flat
         self.flat_views: dict[Node, relax.Expr] = {}
-        self.blocked: set[Node] = set()  # kernel roots stored NCHW16c (blocked_layout)
+        self.blocked: set[Node] = set()  # kernel roots stored blocked (blocked_layout)
         self.computing_blocked = False  # whether the kernel being lowered is one of them
 
     # ----- types ---------------------------------------------------------------------
@@ -162,10 +168,11 @@ class _Lowerer:
             return FLAT if len(operand.shape) >= 2 else None
         if user.op == "linear" and position == 1 and operand.op == "weight":
             return PACKED if operand.shape[0] % PANEL == 0 else KN
+        if self.computing_blocked and user.op == "conv2d" and position == 1:
+            return weight_layout(operand.shape[0])  # a depthwise conv's too: [C / 16, 1, ..]
         if self.pack_conv and user.op == "conv2d" and position == 1 and operand.op == "weight" \
-                and (user.attrs.get("groups", 1) == 1 or self.computing_blocked) \
-                and operand.shape[0] % CONV_LANES == 0:
-            return CONV_PACKED  # a blocked depthwise conv's too: [C / 16, 1, KH, KW, 16]
+                and user.attrs.get("groups", 1) == 1 and operand.shape[0] % CONV_LANES == 0:
+            return CONV_PACKED
         return None
 
     # ----- lowering ------------------------------------------------------------------

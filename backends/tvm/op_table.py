@@ -593,7 +593,7 @@ def _pool2d(op: str) -> OpFn:
 
 
 def _max_pool2d_blocked(x, kernel, stride, pads, dilation, out, fill):
-    """A max pool over NCHW16c: the 16 channels of a block are one vector, the window's
+    """A max pool over NCHWc: the channels of a block are one vector, the window's
     taps whole-vector loads at any stride (the Reduction rule's window schedule). The
     bounds test is on the tap's row and column, the same for every lane: no padded copy."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pads, dilation
@@ -750,14 +750,15 @@ def _conv2d_packed(x, w, stride, padding, dilation, out):
 
 
 def _conv2d_blocked(x, w, stride, pads, dilation, out):
-    """conv2d into NCHW16c (``blocked_layout``) over the packed weight [OC / 16, IC, KH,
-    KW, 16], from an NCHW16c input or an NCHW one (a stem conv over the image). The CPU
-    rule (``BlockedConv2d``) vectorizes the 16 channels of a block, which are contiguous
-    in the result: its tiles are written back as whole vectors. ``pads``: (top, bottom,
-    left, right), the conv's own and a prologue pad's."""
+    """conv2d into NCHWc (``blocked_layout``) over the packed weight [OC / b, IC, KH, KW,
+    b], from a blocked input (its own block size) or an NCHW one (a stem conv over the
+    image). The CPU rule (``BlockedConv2d``) vectorizes the b channels of a block, which
+    are contiguous in the result: its tiles are written back as whole vectors. ``pads``:
+    (top, bottom, left, right), the conv's own and a prologue pad's."""
     (sh, sw), (top, bottom, left, right), (dh, dw) = stride, pads, dilation
-    _, ic, kh, kw, lanes = (int(d) for d in w.shape)
+    _, ic, kh, kw, _ = (int(d) for d in w.shape)
     blocked = len(x.shape) == 5
+    in_lanes = int(x.shape[-1]) if blocked else 1
     if top or bottom or left or right:
         inner = [0] if blocked else []
         x = topi.nn.pad(x, [0, 0, top, left, *inner], [0, 0, bottom, right, *inner],
@@ -768,7 +769,7 @@ def _conv2d_blocked(x, w, stride, pads, dilation, out):
 
     def pixel(n, i, j):
         if blocked:
-            return x[n, rc // lanes, i, j, rc % lanes]
+            return x[n, rc // in_lanes, i, j, rc % in_lanes]
         return x[n, rc, i, j]
 
     def body(n, c, i, j, k):
@@ -779,8 +780,8 @@ def _conv2d_blocked(x, w, stride, pads, dilation, out):
 
 
 def _depthwise_blocked(x, w, stride, pads, dilation, out):
-    """A depthwise conv into NCHW16c over the weight packed [C / 16, 1, KH, KW, 16]: the
-    16 channels of a block are one vector, each tap one whole-vector load at any stride
+    """A depthwise conv into NCHWc over the weight packed [C / b, 1, KH, KW, b]: the b
+    channels of a block are one vector, each tap one whole-vector load at any stride
     (``BlockedDepthwiseConv2d``). No padded copy: a tap outside the input reads zero, a
     test on its row and column that is the same for every lane."""
     (sh, sw), (top, _, left, _), (dh, dw) = stride, pads, dilation

@@ -14,7 +14,8 @@ Layouts (the kernel asks for one through ``attrs["weight_layout"]``):
 - ``KN32``: ... in panels [out / 32, in, 32]: one register tile's columns, contiguous over
   the whole reduction (a row stride of a wide [in, out] layer thrashes the TLB);
 - ``OIHW16o``: a conv2d weight [OC, IC, KH, KW] as [OC / 16, IC, KH, KW, 16]: 16 output
-  channels, one vector, contiguous for the CPU rule;
+  channels, one vector, contiguous for the CPU rule; ``OIHW8o`` the same in blocks of 8,
+  for a conv whose output is stored in blocks of 8 channels (``blocked_layout``);
 - ``OI``: a 1x1 conv2d weight [OC, IC, 1, 1] as [OC, IC], and ``flat``: any weight's last
   two dims as one ([C, 1, 1] -> [C, 1]), for a 1x1 conv kernel lowered as a matmul over
   H*W (``lower``); views, no copies.
@@ -30,6 +31,8 @@ PANEL = 32
 PACKED = "KN32"
 CONV_LANES = 16
 CONV_PACKED = "OIHW16o"
+CONV_PACKED8 = "OIHW8o"
+CONV_BLOCKS = {CONV_PACKED: CONV_LANES, CONV_PACKED8: 8}  # layout: output channels a block
 FLAT = "flat"
 OI = "OI"
 ALIGN = 64  # TVM's kernels assume 64-byte aligned buffers
@@ -42,9 +45,10 @@ def packed_shape(shape: tuple, layout: str | None) -> tuple:
     if layout == PACKED:
         out_features, in_features = shape
         return (out_features // PANEL, in_features, PANEL)
-    if layout == CONV_PACKED:
+    if layout in CONV_BLOCKS:
+        lanes = CONV_BLOCKS[layout]
         oc, *rest = shape
-        return (oc // CONV_LANES, *rest, CONV_LANES)
+        return (oc // lanes, *rest, lanes)
     if layout == FLAT:
         return flat_shape(shape)
     if layout == OI:
@@ -66,9 +70,10 @@ def pack(data: np.ndarray, layout: str | None) -> np.ndarray:
         out_features, in_features = data.shape
         panels = data.reshape(out_features // PANEL, PANEL, in_features).transpose(0, 2, 1)
         return np.ascontiguousarray(panels)
-    if layout == CONV_PACKED:
+    if layout in CONV_BLOCKS:
+        lanes = CONV_BLOCKS[layout]
         oc = data.shape[0]
-        blocks = data.reshape(oc // CONV_LANES, CONV_LANES, *data.shape[1:])
+        blocks = data.reshape(oc // lanes, lanes, *data.shape[1:])
         return np.ascontiguousarray(blocks.transpose(0, 2, 3, 4, 1))
     if layout in (FLAT, OI):
         return np.asarray(data, order="C").reshape(packed_shape(data.shape, layout))

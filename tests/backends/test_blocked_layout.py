@@ -1,4 +1,4 @@
-"""The NCHW16c layout between CPU conv kernels (backends.tvm.blocked_layout): which kernels
+"""The blocked layout (NCHWc) between CPU conv kernels (backends.tvm.blocked_layout): which kernels
 store their value blocked, that they compute it with the blocked rule and no extra
 kernel, and numerics against torch wherever blocked and NCHW values meet."""
 
@@ -55,7 +55,7 @@ def test_conv_chain_computes_blocked_and_matches_torch(monkeypatch):
     model, x = eval_model(), torch.randn(1, 3, 64, 64)
     compiled = dscompile(model, (x,), cache=False, check="off")
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
-    # every conv and the max pool store NCHW16c; the mean reads it through a view and
+    # every conv and the max pool store NCHWc; the mean reads it through a view and
     # returns NCHW to the linear
     blocked = [k for k in compiled.kernels if k.layout == LAYOUT]
     assert sorted(k.schedule for k in blocked) == ["conv2d_blocked"] * 5 + ["reduction"]
@@ -103,7 +103,7 @@ def test_which_values_are_stored_blocked():
     b = conv(g, a, 32, 3, name="b")  # read by a blocked conv: blocked
     c = conv(g, b, 32, name="c")  # read by a mean, through the NCHW view: blocked
     d = conv(g, a, 32, 3, groups=32, name="d")  # depthwise: never blocked
-    e = conv(g, a, 24, name="e")  # 24 channels: not whole blocks
+    e = conv(g, a, 20, name="e")  # 20 channels: not whole blocks of 16 or 8
     pool = g.call("max_pool2d", [a], {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)},
                   name="pool")  # over an NCHW value: NCHW
     h = conv(g, pool, 32, name="h")  # a conv reads NCHW itself: blocked
@@ -200,3 +200,24 @@ def test_a_depthwise_conv_with_its_prologue_pad_computes_blocked(stride, pads):
     ref = F.conv2d(ref, w["wd"], stride=stride, groups=32).clamp(0, 6)
     ref = F.conv2d(ref, w["w_b"]).mean((2, 3))
     torch.testing.assert_close(program(data)[0], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_in_blocks_of_8_where_16_do_not_divide_them():
+    # MobileNetV2's 24-channel stage: without blocks of 8, every conv before it stayed NCHW
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 14, 14), "float32"))
+    a = conv(g, x, 24, name="a")
+    b = conv(g, a, 32, 3, name="b")
+    c = conv(g, b, 24, name="c")
+    c.meta["group"] = 0
+    added = g.call("add", [c, a], meta={"group": 0})  # a residual in blocks of 8
+    g.outputs = [g.call("mean", [added], {"dims": (2, 3)})]
+    program = build(g, "cpu")
+    shapes = [list(static_shape(program.mod[k.name].params[-1])) for k in program.kernels]
+    assert shapes[:3] == [[1, 3, 14, 14, 8], [1, 2, 14, 14, 16], [1, 3, 14, 14, 8]]
+    data = torch.randn(1, 16, 14, 14)
+    w = {k: torch.from_numpy(v) for k, v in g.weights.items()}
+    F = torch.nn.functional
+    ref_a = F.conv2d(data, w["w_a"])
+    ref = F.conv2d(F.conv2d(ref_a, w["w_b"], padding=1), w["w_c"]) + ref_a
+    torch.testing.assert_close(program(data)[0], ref.mean((2, 3)), rtol=1e-4, atol=1e-4)

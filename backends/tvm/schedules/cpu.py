@@ -540,8 +540,8 @@ def extent_of(stmt: s_tir.SBlock, i: int) -> int:
     return int(ext) if isinstance(ext, tirx.IntImm) else 0
 
 
-def packed_conv_tile(n_oc: int, n_ow: int) -> tuple[int, int]:
-    """(vectors of 16 output channels, output columns) of a packed conv's register tile.
+def packed_conv_tile(n_oc: int, n_ow: int, lanes: int = VEC) -> tuple[int, int]:
+    """(vectors of ``lanes`` output channels, output columns) of a conv's register tile.
     Both divide their axis (no tails in the unrolled tile); rows x vectors accumulators
     stay within 24 of AVX-512's 32 registers (the rest hold weights and the broadcast);
     the most accumulators win, then rows in whole 8-wide vectors (the NCHW write-back
@@ -550,7 +550,7 @@ def packed_conv_tile(n_oc: int, n_ow: int) -> tuple[int, int]:
     loads per FMA (vectors + rows)."""
     best = (0, False, 0, 1, 1)
     for vecs in (1, 2, 3, 4, 6):
-        if n_oc % (vecs * VEC):
+        if n_oc % (vecs * lanes):
             continue
         for rows in range(1, min(n_ow, 24) + 1):
             if n_ow % rows or rows * vecs > 24:
@@ -604,8 +604,8 @@ class PackedConv2d(_TiledReduction):
 
 
 class BlockedConv2d(_TiledReduction):
-    """conv2d into NCHW16c (``op_table._conv2d_blocked``): out[n, c, i, j, k] +=
-    x[n, rc / 16, .., rc % 16] * w[c, rc, ry, rx, k]. The packed conv's tile (16 channels
+    """conv2d into NCHWc (``op_table._conv2d_blocked``): out[n, c, i, j, k] +=
+    x[n, rc / b, .., rc % b] * w[c, rc, ry, rx, k]. The packed conv's tile (the channels
     of a block vectorized, output columns register-tiled) without its transposed
     write-back: the tile's channels are contiguous in the result. The reduction walks
     input channels outermost, 16 of one block at a time, then the window, as the packed
@@ -624,7 +624,7 @@ class BlockedConv2d(_TiledReduction):
         more channels, its tiles would write (and read a residual) across every channel
         plane at once: a 64 -> 256 1x1 + add ran 20% slower so."""
         in_channels = extent_of(stmt, 5)
-        out_channels = extent_of(stmt, 1) * VEC
+        out_channels = extent_of(stmt, 1) * extent_of(stmt, 4)
         taps = extent_of(stmt, 6) * extent_of(stmt, 7)
         weight_bytes = in_channels * out_channels * taps * 4
         return in_channels >= 2 * out_channels and weight_bytes <= L2_BYTES
@@ -640,14 +640,16 @@ class BlockedConv2d(_TiledReduction):
     def tile(self, sch, block, epilogue, vec_axis, row_axis):
         n, c, i, j, k, rc, ry, rx = sch.get_loops(block)
         stmt = sch.get(block)
-        vecs, rows = packed_conv_tile(extent_of(stmt, 1) * VEC, extent_of(stmt, 3))
+        lanes = extent_of(stmt, 4)
+        vecs, rows = packed_conv_tile(extent_of(stmt, 1) * lanes, extent_of(stmt, 3), lanes)
         c_outer, c_inner = sch.split(c, [None, vecs])
         j_outer, j_inner = sch.split(j, [None, rows])
         channels = [rc]
         column = stmt.iter_vars[3].var
         data = next(buf for buf, used in read_vars(stmt) if column in used)
-        if len(data.shape) == 5 and extent_of(stmt, 5) % VEC == 0:
-            channels = list(sch.split(rc, [None, VEC]))  # rc / 16, rc % 16: no div per load
+        in_lanes = int(data.shape[-1]) if len(data.shape) == 5 else 0
+        if in_lanes and extent_of(stmt, 5) % in_lanes == 0:  # rc / b, rc % b: no div per load
+            channels = list(sch.split(rc, [None, in_lanes]))
         if self.pixels_outermost(stmt):
             sch.reorder(n, i, j_outer, c_outer, *channels, ry, rx, j_inner, c_inner, k)
             tile_loop = sch.fuse(n, i, j_outer, c_outer)
@@ -671,7 +673,7 @@ class BlockedConv2d(_TiledReduction):
 
 
 class BlockedDepthwiseConv2d(_TiledReduction):
-    """A depthwise conv into NCHW16c (``op_table._depthwise_blocked``): out[n, c, i, j, k]
+    """A depthwise conv into NCHWc (``op_table._depthwise_blocked``): out[n, c, i, j, k]
     += x[n, c, .., .., k] * w[c, 0, ry, rx, k]. The 16 channels of a block are the
     vector; a tile is one output row's columns (up to 14, dividing the row), each
     accumulated over the window taps with one weight vector per tap."""
