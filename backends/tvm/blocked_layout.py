@@ -1,4 +1,4 @@
-"""The blocked channel layout (NCHW16c) between CPU conv kernels.
+"""The blocked channel layout (NCHWc) between CPU conv kernels.
 
 A conv kernel of the CPU rules vectorizes 16 output channels and register-tiles output
 columns, so its accumulators are channel-last. Written back to NCHW, every tile is a
@@ -6,8 +6,10 @@ transpose (a quarter of the instructions of a 1x1 conv with 64 input channels), 
 residual add reads 16 rows of another NCHW tensor per tile. Stored as [N, C / 16, H, W,
 16], the value a tile computes is contiguous: the write-back is whole vectors, a residual
 is read as whole vectors, and the next conv broadcasts 16 consecutive input channels of a
-pixel from one cache line. Measured kernel by kernel on ResNet-50's shapes, in one
-process: 1x1 convs 4-18% faster, 3x3 convs 1-7%.
+pixel from one cache line; a depthwise conv or a max pool loads each tap as one vector
+at any stride. Measured kernel by kernel on ResNet-50's shapes, in one process: 1x1 convs
+4-18% faster, 3x3 convs 1-7%; MobileNetV2's depthwise convs 1.6-3x. Channel counts that
+16 does not divide are blocked in 8s (``block_size``).
 
 The layout is the backend's business: the IR keeps NCHW, and the lowering
 (``backends.tvm.lower``) decides which kernels store their value blocked
@@ -72,7 +74,7 @@ def to_nchw(t: te.Tensor) -> te.Tensor:
 
 
 def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
-    """The kernel roots whose value is stored NCHW16c: of the kernels that can compute
+    """The kernel roots whose value is stored blocked: of the kernels that can compute
     blocked (``computes_blocked``), those whose readers all can too, or read it once
     (``VIEW_READERS``); never a graph output; a max pool or a depthwise conv only over
     a blocked input (``reads_per_tap``). Dropping one kernel can leave a
@@ -104,11 +106,11 @@ def blocked_roots(graph: Graph, kernels: list[list[Node]]) -> set[Node]:
 
 
 def computes_blocked(members: list[Node]) -> bool:
-    """Whether a kernel can compute its value in NCHW16c: a conv2d, dense or depthwise,
+    """Whether a kernel can compute its value blocked: a conv2d, dense or depthwise,
     (perhaps after its prologue pad, ``compiler.passes.fuse``) or a max pool, over static
-    fp32 shapes with channels in whole blocks (``block_size``), then only elementwise ops of its shape
-    whose other operands have that shape too or are scalars (a [C, 1, 1] operand would
-    need its own blocked view)."""
+    fp32 shapes with channels in whole blocks (``block_size``), then only elementwise ops
+    of its shape whose other operands have that shape too or are scalars (a [C, 1, 1]
+    operand would need its own blocked view)."""
     head = members[1] if members[0].op == "pad" and len(members) > 1 else members[0]
     if head.dtype != "float32" or not _static_4d(head) or block_size(head.shape[1]) is None:
         return False

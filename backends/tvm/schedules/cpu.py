@@ -674,7 +674,7 @@ class BlockedConv2d(_TiledReduction):
 
 class BlockedDepthwiseConv2d(_TiledReduction):
     """A depthwise conv into NCHWc (``op_table._depthwise_blocked``): out[n, c, i, j, k]
-    += x[n, c, .., .., k] * w[c, 0, ry, rx, k]. The 16 channels of a block are the
+    += x[n, c, .., .., k] * w[c, 0, ry, rx, k]. The channels of a block are the
     vector; a tile is one output row's columns (up to 14, dividing the row), each
     accumulated over the window taps with one weight vector per tap."""
 

@@ -138,7 +138,7 @@ class _Session:
 
     def library_candidate(self, kernel: Any) -> cands.Candidate | None:
         """The library's kernel, where it can run this one: it takes and returns NCHW, so
-        not where the kernel reads or writes NCHW16c (``backends.tvm.blocked_layout``)."""
+        not where the kernel reads or writes blocked values (``backends.tvm.blocked_layout``)."""
         if not self.library or kernel.layout is not None or kernel.reads_blocked:
             return None
         return cands.library(self.members(kernel))
