@@ -84,8 +84,9 @@ def has_if_then_else(sch: s_tir.Schedule, block) -> bool:
 
 def fits_in_tiles(sch: s_tir.Schedule, a, b) -> bool:
     """Whether block ``b`` (an epilogue) can be computed tile by tile with its anchor
-    ``a``: it writes a buffer of ``a``'s shape, or one with fewer rows (a linear whose rows
-    the lowering padded to whole tiles writes back only the real ones). Fewer columns
+    ``a``: it writes a buffer of ``a``'s shape, or one with fewer rows (second-to-last
+    axis: a linear whose rows the lowering padded to whole tiles writes back only the
+    real ones). Fewer columns
     would put a lane predicate in the write-back, which TVM then runs scalar."""
     shape_a = sch.get(a).writes[0].source.shape
     shape_b = sch.get(b).writes[0].source.shape
@@ -95,7 +96,10 @@ def fits_in_tiles(sch: s_tir.Schedule, a, b) -> bool:
               for x, y in zip(shape_a, shape_b)]
     same = [s and int(x) == int(y) or x.same_as(y) for s, x, y in zip(static, shape_a, shape_b)]
     fewer = [s and int(y) < int(x) for s, x, y in zip(static, shape_a, shape_b)]
-    return same[-1] and all(s or f for s, f in zip(same[:-1], fewer[:-1]))
+    # fewer only along the rows: a slice of an outer axis (linear(x)[0:1], a random graph)
+    # was written by every parallel tile, each from its own accumulators: a wrong answer
+    rows_ok = len(same) < 2 or same[-2] or fewer[-2]
+    return same[-1] and all(same[:-2]) and rows_ok
 
 
 def extent(sch: s_tir.Schedule, loop) -> int | None:
