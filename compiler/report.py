@@ -30,6 +30,7 @@ class KernelRow:
     group: int | None
     kernel: str = ""
     schedule: str = ""
+    layout: str = ""  # "NCHWc" where the kernel stores its value blocked (CPU)
     offset: int | None = None
     source: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # ms per measured candidate
@@ -72,14 +73,14 @@ class Report:
 
     def __str__(self) -> str:
         head = ("#", "ops", "inputs", "output", "MFLOP", "KB", "FLOP/B", "group", "kernel",
-                "schedule", "offset")
+                "schedule", "layout", "offset")
         body = [(str(r.index), r.ops, " ".join(r.inputs), r.output, f"{r.flops / 1e6:.2f}",
                  f"{r.bytes / 1024:.1f}", f"{r.intensity:.2f}",
-                 "" if r.group is None else str(r.group), r.kernel, r.schedule,
+                 "" if r.group is None else str(r.group), r.kernel, r.schedule, r.layout,
                  "" if r.offset is None else str(r.offset)) for r in self.rows]
         total = ("", f"total: {self.num_kernels} kernels", "", "",
                  f"{self.total_flops / 1e6:.2f}", f"{self.total_bytes / 1024:.1f}",
-                 f"{self.total_flops / max(self.total_bytes, 1):.2f}", "", "", "",
+                 f"{self.total_flops / max(self.total_bytes, 1):.2f}", "", "", "", "",
                  "" if self.arena_bytes is None else f"arena {self.arena_bytes}")
         if any(r.ms is not None for r in self.rows):  # profiled: time in the program
             head += ("ms", "GFLOP/s")
@@ -148,7 +149,8 @@ def build_report(graph: Graph, kernels: list | None = None, plan: Any = None,
             inputs=[str(i.type) for i in ins if i.op != "constant"], output=str(root.type),
             flops=flops, bytes=moved, group=root.meta.get("group"),
             kernel=getattr(k, "name", "") or "", schedule=getattr(k, "schedule", "") or "",
-            offset=offsets.get(root.name), source=root.source or "",
+            layout=getattr(k, "layout", None) or "", offset=offsets.get(root.name),
+            source=root.source or "",
             timings=dict(getattr(k, "timings", None) or {})))
     extra = {"memory": memory.to_dict()} if memory is not None else {}
     if validation:

@@ -64,6 +64,9 @@ def test_conv_chain_computes_blocked_and_matches_torch(monkeypatch):
     assert mean.reads_blocked
     stem = compiled.kernels[0]
     assert stem.layout == LAYOUT and not stem.reads_blocked  # the image comes NCHW
+    report = compiled.report()  # the inspect table says which kernels store blocked
+    assert [r.layout for r in report.rows] == [k.layout or "" for k in compiled.kernels]
+    assert "layout" in str(report).splitlines()[0]
 
     # the views cost no kernel: the same count as the program without the layout
     monkeypatch.setattr("backends.tvm.lower.blocked_roots", lambda graph, kernels: set())
