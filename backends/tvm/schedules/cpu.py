@@ -544,6 +544,26 @@ def extent_of(stmt: s_tir.SBlock, i: int) -> int:
     return int(ext) if isinstance(ext, tirx.IntImm) else 0
 
 
+def finish_conv_tile(sch: s_tir.Schedule, block, local, epilogue, tile_loop, unrolled: list,
+                     lanes, first_reduce) -> None:
+    """The conv rules' common tail, once the tile loop is parallel and ``local`` (the
+    block's accumulators, ``cache_write``) exists: the epilogue reads the accumulators
+    and writes back per tile, the tile's register loops are unrolled and its lanes
+    vectorized, the accumulators' zeroing split off (vectorized too)."""
+    if epilogue is not None:
+        sch.compute_inline(local)
+        local = epilogue
+    sch.reverse_compute_at(local, tile_loop, preserve_unit_loops=True)
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(lanes)
+    init = sch.decompose_reduction(block, first_reduce)
+    init_loops = sch.get_loops(init)
+    if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
+        sch.vectorize(init_loops[-1])
+    vectorize_inner(sch, local)
+
+
 def packed_conv_tile(n_oc: int, n_ow: int, lanes: int = VEC) -> tuple[int, int]:
     """(vectors of ``lanes`` output channels, output columns) of a conv's register tile.
     Both divide their axis (no tails in the unrolled tile); rows x vectors accumulators
@@ -593,18 +613,8 @@ class PackedConv2d(_TiledReduction):
         local = sch.cache_write(block, 0, "local")
         # accumulators channel-last, so each vector of 16 channels is contiguous
         sch.transform_layout(block, ("write", 0), lambda b, c, i, j: (b, i, j, c))
-        if epilogue is not None:
-            sch.compute_inline(local)
-            local = epilogue
-        sch.reverse_compute_at(local, tile_loop, preserve_unit_loops=True)
-        sch.unroll(ow_inner)
-        sch.unroll(oc_mid)
-        sch.vectorize(oc_inner)
-        init = sch.decompose_reduction(block, reduce_loops[0])
-        init_loops = sch.get_loops(init)
-        if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
-            sch.vectorize(init_loops[-1])
-        vectorize_inner(sch, local)
+        finish_conv_tile(sch, block, local, epilogue, tile_loop, [ow_inner, oc_mid], oc_inner,
+                         reduce_loops[0])
 
 
 class BlockedConv2d(_TiledReduction):
@@ -662,18 +672,8 @@ class BlockedConv2d(_TiledReduction):
             tile_loop = sch.fuse(n, c_outer, i, j_outer)
         sch.parallel(tile_loop)
         local = sch.cache_write(block, 0, "local")
-        if epilogue is not None:
-            sch.compute_inline(local)
-            local = epilogue
-        sch.reverse_compute_at(local, tile_loop, preserve_unit_loops=True)
-        sch.unroll(j_inner)
-        sch.unroll(c_inner)
-        sch.vectorize(k)
-        init = sch.decompose_reduction(block, channels[0])
-        init_loops = sch.get_loops(init)
-        if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
-            sch.vectorize(init_loops[-1])
-        vectorize_inner(sch, local)
+        finish_conv_tile(sch, block, local, epilogue, tile_loop, [j_inner, c_inner], k,
+                         channels[0])
 
 
 class BlockedDepthwiseConv2d(_TiledReduction):
@@ -701,17 +701,7 @@ class BlockedDepthwiseConv2d(_TiledReduction):
         sch.reorder(n, c, i, j_outer, ry, rx, j_inner, k)
         sch.parallel(sch.fuse(n, c, i))
         local = sch.cache_write(block, 0, "local")
-        if epilogue is not None:
-            sch.compute_inline(local)
-            local = epilogue
-        sch.reverse_compute_at(local, j_outer, preserve_unit_loops=True)
-        sch.unroll(j_inner)
-        sch.vectorize(k)
-        init = sch.decompose_reduction(block, ry)
-        init_loops = sch.get_loops(init)
-        if sch.get(init_loops[-1]).kind != tirx.ForKind.VECTORIZED:
-            sch.vectorize(init_loops[-1])
-        vectorize_inner(sch, local)
+        finish_conv_tile(sch, block, local, epilogue, j_outer, [j_inner], k, ry)
 
 
 class DepthwiseConv2d(_TiledReduction):
