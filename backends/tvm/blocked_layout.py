@@ -116,7 +116,7 @@ def computes_blocked(members: list[Node]) -> bool:
         return False
     if head.op == "conv2d":
         x, w = head.inputs[:2]
-        if head is not members[0] and x is not members[0]:
+        if head is not members[0] and (x is not members[0] or not _zero_pad(members[0])):
             return False
         if w.op != "weight" or x.dtype != "float32" or not _static_4d(x):
             return False
@@ -147,6 +147,13 @@ def reads_per_tap(members: list[Node]) -> bool:
 def data_input(members: list[Node]) -> Node:
     """The activation a blocked kernel's conv or pool reads (before its prologue pad)."""
     return members[0].inputs[0]
+
+
+def _zero_pad(pad: Node) -> bool:
+    """A pad of H and W by zeros (``compiler.passes.fuse.is_prologue_pad``), which the
+    conv folds into its own padding."""
+    pads = tuple(pad.attrs["pads"])
+    return len(pads) == 4 and min(pads) >= 0 and pad.attrs.get("value", 0.0) == 0.0
 
 
 def _static_4d(node: Node) -> bool:

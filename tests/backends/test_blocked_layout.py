@@ -224,3 +224,15 @@ def test_channels_in_blocks_of_8_where_16_do_not_divide_them():
     ref_a = F.conv2d(data, w["w_a"])
     ref = F.conv2d(F.conv2d(ref_a, w["w_b"], padding=1), w["w_c"]) + ref_a
     torch.testing.assert_close(program(data)[0], ref.mean((2, 3)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("value, blocked", [(0.0, True), (1.0, False)])
+def test_a_conv_folds_only_a_zero_prologue_pad(value, blocked):
+    from backends.tvm.blocked_layout import computes_blocked
+
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 16, 8, 8), "float32"))
+    padded = g.call("pad", [x], {"pads": (1, 1, 1, 1), "value": value}, meta={"group": 0})
+    w = g.add_weight("w", np.random.randn(16, 16, 3, 3).astype("float32"))
+    y = g.call("conv2d", [padded, w], meta={"group": 0})
+    assert computes_blocked([padded, y]) == blocked
