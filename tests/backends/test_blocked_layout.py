@@ -4,6 +4,10 @@ kernel, and numerics against torch wherever blocked and NCHW values meet."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -236,3 +240,23 @@ def test_a_conv_folds_only_a_zero_prologue_pad(value, blocked):
     w = g.add_weight("w", np.random.randn(16, 16, 3, 3).astype("float32"))
     y = g.call("conv2d", [padded, w], meta={"group": 0})
     assert computes_blocked([padded, y]) == blocked
+
+
+def test_an_exported_blocked_program_runs_on_the_runtime_alone(tmp_path):
+    # its weights are saved packed (OIHW16o and OIHW8o) for the loader, which has no
+    # dscompile to pack them
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.ReLU6(),
+                          nn.Conv2d(24, 24, 3, padding=1, groups=24), nn.ReLU6(),
+                          nn.Conv2d(24, 32, 1), nn.AdaptiveAvgPool2d(1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    compiled = dscompile(model, (x,), cache=False, check="off")
+    assert sum(k.layout == LAYOUT for k in compiled.kernels) == 3
+    compiled.export_library(str(tmp_path / "lib.so"))
+    torch.save(x, tmp_path / "x.pt")
+    script = ("import torch, lib_loader; run = lib_loader.load('lib.so'); "
+              "torch.save(run(torch.load('x.pt'))[0], 'y.pt')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x), rtol=1e-4, atol=1e-5)
