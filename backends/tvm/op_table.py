@@ -399,10 +399,13 @@ def _reduce(op: str) -> OpFn:
     def fn(args, attrs, out):
         x = args[0]
         rank = len(x.shape)
-        dims = norm_dims(attrs.get("dims"), rank)
+        # a 0-d value has no axis to reduce: torch's x.amax(-1) on it is x itself
+        dims = norm_dims(attrs.get("dims"), rank) if rank else []
         keep = attrs.get("keepdim", False)
         acc_dtype = out.dtype
         src = topi.cast(x, acc_dtype) if dtype_of(x) != acc_dtype else x
+        if not dims:  # a copy: the kernel's result must not be its input
+            src = te.compute(src.shape, lambda *i: src(*i), name=f"T_{op}")
         if op in ("amax", "amin"):
             return _extreme(op, src, dims, keep) if dims else src
         red = topi.sum(src, axis=dims, keepdims=keep) if dims else src
