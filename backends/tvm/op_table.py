@@ -595,6 +595,16 @@ def _pool2d(op: str) -> OpFn:
     return fn
 
 
+def _tap_or_fill(read: Callable, row: Any, col: Any, h: int, w: int,
+                 fill: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``read(row, col)`` where (row, col) is inside the h x w input, else ``fill``: the
+    blocked window ops' padding without a padded copy. The test is on the row and the
+    column, the same for every lane of a channel block, and the read is clamped inside."""
+    inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
+    clamped = read(tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(col, 0), w - 1))
+    return tirx.if_then_else(inside, clamped, fill)
+
+
 def _max_pool2d_blocked(x, kernel, stride, pads, dilation, out, fill):
     """A max pool over NCHWc: the channels of a block are one vector, the window's
     taps whole-vector loads at any stride (the Reduction rule's window schedule). The
@@ -605,10 +615,8 @@ def _max_pool2d_blocked(x, kernel, stride, pads, dilation, out, fill):
     rw = te.reduce_axis((0, kw), name="rw")
 
     def tap(n, c, i, j, k):
-        row, col = i * sh + rh * dh - ph, j * sw + rw * dw - pw
-        inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
-        clamped = x[n, c, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(col, 0), w - 1), k]
-        return tirx.if_then_else(inside, clamped, fill)
+        return _tap_or_fill(lambda row, col: x[n, c, row, col, k],
+                            i * sh + rh * dh - ph, j * sw + rw * dw - pw, h, w, fill)
 
     return te.compute(out.shape, lambda n, c, i, j, k: nan_max(tap(n, c, i, j, k),
                                                                   axis=[rh, rw]),
@@ -795,12 +803,11 @@ def _depthwise_blocked(x, w, stride, pads, dilation, out):
     rx = te.reduce_axis((0, int(w.shape[3])), name="rx")
 
     def tap(n, c, i, j, k):
-        row, col = i * sh + ry * dh - top, j * sw + rx * dw - left
-        inside = tirx.all(row >= 0, row < h, col >= 0, col < width)
-        row = tirx.min(tirx.max(row, 0), h - 1)
-        col = tirx.min(tirx.max(col, 0), width - 1)
-        value = x[n, c, row, col, k] if blocked else x[n, c * lanes + k, row, col]
-        return tirx.if_then_else(inside, value, const(0, dtype_of(x)))
+        def read(row, col):
+            return x[n, c, row, col, k] if blocked else x[n, c * lanes + k, row, col]
+
+        return _tap_or_fill(read, i * sh + ry * dh - top, j * sw + rx * dw - left, h, width,
+                            const(0, dtype_of(x)))
 
     return te.compute(out.shape, lambda n, c, i, j, k: te.sum(
         tap(n, c, i, j, k) * w[c, 0, ry, rx, k], axis=[ry, rx]), name="T_depthwise_blocked")

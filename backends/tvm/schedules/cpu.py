@@ -86,8 +86,8 @@ def fits_in_tiles(sch: s_tir.Schedule, a, b) -> bool:
     """Whether block ``b`` (an epilogue) can be computed tile by tile with its anchor
     ``a``: it writes a buffer of ``a``'s shape, or one with fewer rows (second-to-last
     axis: a linear whose rows the lowering padded to whole tiles writes back only the
-    real ones). Fewer columns
-    would put a lane predicate in the write-back, which TVM then runs scalar."""
+    real ones). Fewer columns would put a lane predicate in the write-back, which TVM
+    then runs scalar."""
     shape_a = sch.get(a).writes[0].source.shape
     shape_b = sch.get(b).writes[0].source.shape
     if len(shape_a) != len(shape_b) or has_if_then_else(sch, b):
