@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,3 +104,15 @@ def check_op(op: str, operands: Sequence[Operand], attrs: dict | None,
     (actual,) = module(*graph_inputs(graph, values, operands))
     assert_close(actual, reference(*values), **tol)
     return module
+
+
+def run_exported(folder: Path, x: torch.Tensor) -> torch.Tensor:
+    """The first output of ``folder/lib.so`` (written by ``export_library``) on ``x``, run
+    in a new process through its generated loader, with tvm and torch alone."""
+    torch.save(x, folder / "x.pt")
+    script = ("import torch, lib_loader; run = lib_loader.load('lib.so'); "
+              "torch.save(run(torch.load('x.pt'))[0], 'y.pt')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=folder, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(folder)})
+    assert done.returncode == 0, done.stderr
+    return torch.load(folder / "y.pt")

@@ -4,14 +4,11 @@ kernel, and numerics against torch wherever blocked and NCHW values meet."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from backend_helpers import run_exported
 
 from backends.tvm.blocked_layout import LAYOUT, blocked_roots
 from backends.tvm.build import build
@@ -253,10 +250,4 @@ def test_an_exported_blocked_program_runs_on_the_runtime_alone(tmp_path):
     compiled = dscompile(model, (x,), cache=False, check="off")
     assert sum(k.layout == LAYOUT for k in compiled.kernels) == 3
     compiled.export_library(str(tmp_path / "lib.so"))
-    torch.save(x, tmp_path / "x.pt")
-    script = ("import torch, lib_loader; run = lib_loader.load('lib.so'); "
-              "torch.save(run(torch.load('x.pt'))[0], 'y.pt')")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert done.returncode == 0, done.stderr
-    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(run_exported(tmp_path, x), model(x), rtol=1e-4, atol=1e-5)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from backend_helpers import assert_close
+from backend_helpers import assert_close, run_exported
 from tvm import tirx
 
 from backends.tvm.build import build
@@ -163,13 +159,7 @@ def test_kernel_sources_and_export(tmp_path):
         ["lib.json", "lib.so", "lib.weights.npz", "lib_loader.py"]
     # the loader runs the program with tvm and torch alone, weights read from the npz
     xt = torch.randn(4, 16)
-    torch.save(xt, tmp_path / "x.pt")
-    script = ("import torch, lib_loader; run = lib_loader.load('lib.so'); "
-              "torch.save(run(torch.load('x.pt'))[0], 'y.pt')")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    assert done.returncode == 0, done.stderr
-    assert_close(torch.load(tmp_path / "y.pt"), F.relu(F.linear(xt, t(g, "w"), t(g, "b"))))
+    assert_close(run_exported(tmp_path, xt), F.relu(F.linear(xt, t(g, "w"), t(g, "b"))))
 
 
 def test_conv_with_a_pad_epilogue():
