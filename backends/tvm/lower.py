@@ -16,9 +16,10 @@ from typing import Any
 import tvm
 from tvm import relax, te, tirx
 
-from backends.tvm import fastmath
+from backends.tvm import fastmath, winograd
 from backends.tvm.blocked_layout import LAYOUT as BLOCKED
 from backends.tvm.blocked_layout import (
+    block_size,
     blocked_roots,
     blocked_shape,
     to_blocked,
@@ -122,6 +123,7 @@ class _Lowerer:
         self.flat_views: dict[Node, relax.Expr] = {}
         self.blocked: set[Node] = set()  # kernel roots stored blocked (blocked_layout)
         self.computing_blocked = False  # whether the kernel being lowered is one of them
+        self.winograd_tile: int | None = None  # its conv's Winograd tile (``winograd``)
 
     # ----- types ---------------------------------------------------------------------
     def dim(self, d: int | str) -> tirx.PrimExpr:
@@ -169,6 +171,8 @@ class _Lowerer:
         if user.op == "linear" and position == 1 and operand.op == "weight":
             return PACKED if operand.shape[0] % PANEL == 0 else KN
         if self.computing_blocked and user.op == "conv2d" and position == 1:
+            if self.winograd_tile:
+                return winograd.layout(self.winograd_tile, block_size(operand.shape[0]))
             return weight_layout(operand.shape[0])  # a depthwise conv's too: [C / 16, 1, ..]
         if self.pack_conv and user.op == "conv2d" and position == 1 and operand.op == "weight" \
                 and user.attrs.get("groups", 1) == 1 and operand.shape[0] % CONV_LANES == 0:
@@ -204,6 +208,8 @@ class _Lowerer:
             self.values[root] = bb.emit(relax.op.reshape(self.operand(source, None), shape))
             self.views.append(root.name)
             return
+        folded = self.folded_pad(members)
+        self.winograd_tile = self.winograd_conv(members, folded)
         keys: list[tuple[Node, str | None]] = []
         inside = set(members)
         for node in members:
@@ -211,8 +217,6 @@ class _Lowerer:
                 key = (i, self.layout(node, pos))
                 if i not in inside and i.op != "constant" and key not in keys:
                     keys.append(key)
-
-        folded = self.folded_pad(members)
 
         def compose(*tensors):
             env: dict[tuple[Node, str | None], Any] = dict(zip(keys, tensors))
@@ -294,6 +298,34 @@ class _Lowerer:
                 or conv.attrs.get("groups", 1) != channels or conv.inputs[1].shape[0] != channels:
             return None
         return pad if all(isinstance(d, int) for d in (*pad.shape, *conv.shape)) else None
+
+    def winograd_conv(self, members: list[Node], folded: Node | None) -> int | None:
+        """The Winograd output tile of the kernel's conv (``winograd.output_tile``), or
+        None: a blocked kernel of one 3x3, stride-1 fp32 conv with a constant weight and
+        padding 1 on every side (its own and its folded prologue pad's), first after that
+        pad and followed only by elementwise ops (computed per output element, in the
+        output transform)."""
+        if not self.computing_blocked:
+            return None
+        start = 1 if folded is not None else 0
+        conv = members[start]
+        if conv.op != "conv2d" or any(get_op(n.op).kind != "elementwise"
+                                      for n in members[start + 1:]):
+            return None
+        x, w = conv.inputs[:2]
+        attrs = conv.attrs
+        left, right, top, bottom = folded.attrs["pads"] if folded is not None else (0, 0, 0, 0)
+        ph, pw = attrs.get("padding", (0, 0))
+        if w.op != "weight" or tuple(w.shape[2:]) != (3, 3) or attrs.get("groups", 1) != 1 \
+                or tuple(attrs.get("stride", (1, 1))) != (1, 1) \
+                or tuple(attrs.get("dilation", (1, 1))) != (1, 1) \
+                or (top + ph, bottom + ph, left + pw, right + pw) != (1, 1, 1, 1) \
+                or conv.dtype != "float32" or x.dtype != "float32" \
+                or not all(isinstance(d, int) for d in conv.shape):
+            return None
+        batch, out_channels, height, width = conv.shape
+        return winograd.output_tile(w.shape[1], out_channels, block_size(out_channels), height,
+                                    width, batch)
 
     def collect_outputs(self) -> tuple[list[relax.Expr], list[tuple[str, Any]]]:
         results: list[relax.Expr] = []

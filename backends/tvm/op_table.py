@@ -16,7 +16,7 @@ from typing import Any
 
 from tvm import te, tirx, topi
 
-from backends.tvm import fastmath
+from backends.tvm import fastmath, winograd
 from backends.tvm.blocked_layout import LAYOUT as BLOCKED
 from backends.tvm.schedules.cpu import (  # the tiles the lowering pads to
     TILE_ROWS,
@@ -651,7 +651,9 @@ def conv2d(args, attrs, out):
         left, right, top, bottom = attrs.get("prologue_pads", (0, 0, 0, 0))
         ph, pw = padding
         pads = (top + ph, bottom + ph, left + pw, right + pw)
-        if groups == 1:
+        if winograd.parse_layout(attrs.get("weight_layout")):
+            y = _conv2d_winograd(x, w, pads, out)
+        elif groups == 1:
             y = _conv2d_blocked(x, w, stride, pads, dilation, out)
         else:  # depthwise (blocked_layout.computes_blocked)
             y = _depthwise_blocked(x, w, stride, pads, dilation, out)
@@ -788,6 +790,85 @@ def _conv2d_blocked(x, w, stride, pads, dilation, out):
         return te.sum(value * w[c, rc, ry, rx, k], axis=[rc, ry, rx])
 
     return te.compute(out.shape, body, name="T_conv2d_blocked")
+
+
+def _conv2d_winograd(x, u, pads, out):
+    """A 3x3, stride-1 conv into NCHWc by Winograd's F(m x m, 3 x 3) (``winograd``) over
+    the transformed weight ``u`` [t * t, OC / b, IC, b], from a blocked or an NCHW input.
+    Three computes, scheduled by ``WinogradConv2d``: the input transform of every tile
+    (``T_wino_input``, [t * t, tiles, IC]), one product per tile position over the input
+    channels (``T_wino_product``, [t * t, OC / b, tiles, b]: the 1x1 conv's inner loop),
+    and the output transform (``T_wino_output``, the blocked result). The transforms are
+    written out term by term with their constant coefficients, the zeros left out; each
+    compute chooses its position's expression with a chain of ``if_then_else`` on the
+    position, which the rule unrolls so that every choice folds away. Tiles reach past
+    the input's edges (the conv's padding) through bounds-tested reads: no padded copy."""
+    tt, _, ic, lanes = (int(d) for d in u.shape)
+    mats = winograd.matrices(math.isqrt(tt) - 2)
+    m, t = mats.m, mats.t
+    batch, height, width = (int(out.shape[i]) for i in (0, 2, 3))
+    rows, cols = height // m, width // m
+    top, left = pads[0], pads[2]
+    blocked = len(x.shape) == 5
+    in_lanes = int(x.shape[-1]) if blocked else 1
+    zero = const(0, dtype_of(x))
+
+    def pixel(c, n):
+        if blocked:
+            return lambda r, q: x[n, c // in_lanes, r, q, c % in_lanes]
+        return lambda r, q: x[n, c, r, q]
+
+    def tile_input(p, c):
+        n, tile = p // (rows * cols), p % (rows * cols)
+        row0, col0 = (tile // cols) * m - top, (tile % cols) * m - left
+        return [[_tap_or_fill(pixel(c, n), row0 + a, col0 + b,
+                              int(x.shape[2]), int(x.shape[3]), zero)
+                 for b in range(t)] for a in range(t)]
+
+    def input_transform(pos, p, c):
+        d = tile_input(p, c)
+        return _choose(pos, [_linear([(mats.bt[e, a] * mats.bt[f, b], d[a][b])
+                                      for a in range(t) for b in range(t)])
+                             for e in range(t) for f in range(t)])
+
+    v = te.compute((tt, batch * rows * cols, ic), input_transform, name="T_wino_input")
+    rc = te.reduce_axis((0, ic), name="rc")
+    product = te.compute((tt, int(u.shape[1]), batch * rows * cols, lanes),
+                         lambda pos, c, p, k: te.sum(v[pos, p, rc] * u[pos, c, rc, k], axis=rc),
+                         name="T_wino_product")
+
+    def output_transform(n, c, i, j, k):
+        p = (n * rows + i // m) * cols + j // m
+        return _choose((i % m) * m + j % m, [
+            _linear([(mats.at[a, e] * mats.at[b, f], product[e * t + f, c, p, k])
+                     for e in range(t) for f in range(t)])
+            for a in range(m) for b in range(m)])
+
+    return te.compute(out.shape, output_transform, name="T_wino_output")
+
+
+def _linear(terms: list) -> tirx.PrimExpr:
+    """sum(coefficient * value) over (coefficient, value) terms, without the zero terms
+    and without the multiplies by +-1."""
+    total = None
+    for coefficient, value in terms:
+        if coefficient == 0:
+            continue
+        term = value if abs(coefficient) == 1 else value * const(abs(coefficient), dtype_of(value))
+        if total is None:
+            total = term if coefficient > 0 else -term
+        else:
+            total = total + term if coefficient > 0 else total - term
+    return total
+
+
+def _choose(index: tirx.PrimExpr, exprs: list) -> tirx.PrimExpr:
+    """``exprs[index]``, as a chain of ``if_then_else``: it folds to one expression where
+    the loop over ``index`` is unrolled."""
+    chosen = exprs[-1]
+    for i in range(len(exprs) - 2, -1, -1):
+        chosen = tirx.if_then_else(index == i, exprs[i], chosen)
+    return chosen
 
 
 def _depthwise_blocked(x, w, stride, pads, dilation, out):

@@ -18,13 +18,17 @@ Layouts (the kernel asks for one through ``attrs["weight_layout"]``):
   for a conv whose output is stored in blocks of 8 channels (``blocked_layout``);
 - ``OI``: a 1x1 conv2d weight [OC, IC, 1, 1] as [OC, IC], and ``flat``: any weight's last
   two dims as one ([C, 1, 1] -> [C, 1]), for a 1x1 conv kernel lowered as a matmul over
-  H*W (``lower``); views, no copies.
+  H*W (``lower``); views, no copies;
+- ``winograd{m}_{b}o``: a 3x3 conv2d weight transformed for Winograd's F(m x m, 3 x 3),
+  [(m + 2)^2, OC / b, IC, b] (``backends.tvm.winograd``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from backends.tvm import winograd
 
 KN = "KN"
 PANEL = 32
@@ -53,6 +57,8 @@ def packed_shape(shape: tuple, layout: str | None) -> tuple:
         return flat_shape(shape)
     if layout == OI:
         return tuple(shape[:2])
+    if winograd.parse_layout(layout):
+        return winograd.packed_shape(shape, layout)
     return tuple(shape)
 
 
@@ -77,6 +83,8 @@ def pack(data: np.ndarray, layout: str | None) -> np.ndarray:
         return np.ascontiguousarray(blocks.transpose(0, 2, 3, 4, 1))
     if layout in (FLAT, OI):
         return np.asarray(data, order="C").reshape(packed_shape(data.shape, layout))
+    if winograd.parse_layout(layout):
+        return winograd.transform_weight(data, layout)
     if layout is not None:
         raise ValueError(f"unknown weight layout {layout!r}")
     return np.asarray(data, order="C")

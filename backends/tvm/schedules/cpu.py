@@ -676,6 +676,80 @@ class BlockedConv2d(_TiledReduction):
                          channels[0])
 
 
+class WinogradConv2d(Rule):
+    """A Winograd conv (``op_table._conv2d_winograd``), its three computes one after the
+    other, each parallel over all its work:
+
+    - input transform: per (tile, block of 16 input channels), the (m + 2)^2 positions
+      unrolled (each one's ``if_then_else`` choice folds away, the tile's loads are
+      shared) and the channels vectorized;
+    - products: the blocked 1x1 conv's register tile (``packed_conv_tile``: vectors of
+      output channels x tiles), per position, reducing over the input channels;
+    - output transform, with the kernel's epilogue inlined: per output channel block and
+      row of tiles, each tile's m x m outputs unrolled, the channels vectorized.
+    """
+
+    name = "conv2d_winograd"
+    STEPS = ("T_wino_input", "T_wino_product", "T_wino_output")
+
+    def apply(self, func, target):
+        sch = s_tir.Schedule(func)
+        blocks = root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        if not all(step in names for step in self.STEPS):
+            return None
+        first, product, output = (names.index(step) for step in self.STEPS)
+        if inline_all(sch, blocks[:first]):  # views and casts of the input
+            return None
+        if inline_all(sch, blocks[output:-1]):  # the epilogue collapses into the last block
+            return None
+        self.input_transform(sch, blocks[first])
+        self.products(sch, blocks[product])
+        self.output_transform(sch, blocks[-1], self.output_tile(sch, blocks[product]))
+        return sch
+
+    @staticmethod
+    def output_tile(sch: s_tir.Schedule, product) -> int:
+        positions = extent_of(sch.get(product), 0)
+        return round(positions ** 0.5) - 2
+
+    @staticmethod
+    def input_transform(sch: s_tir.Schedule, block) -> None:
+        pos, tile, channel = sch.get_loops(block)
+        n_channels = extent_of(sch.get(block), 2)
+        vector = next((n for n in (VEC, 8) if n_channels % n == 0), 1)
+        blocks, lanes = sch.split(channel, [None, vector])
+        sch.reorder(tile, blocks, pos, lanes)
+        sch.parallel(sch.fuse(tile, blocks))
+        sch.unroll(pos)
+        sch.vectorize(lanes)
+
+    @staticmethod
+    def products(sch: s_tir.Schedule, block) -> None:
+        pos, c, tile, k, rc = sch.get_loops(block)
+        stmt = sch.get(block)
+        lanes = extent_of(stmt, 3)
+        vecs, rows = packed_conv_tile(extent_of(stmt, 1) * lanes, extent_of(stmt, 2), lanes)
+        c_outer, c_inner = sch.split(c, [None, vecs])
+        t_outer, t_inner = sch.split(tile, [None, rows])
+        sch.reorder(pos, c_outer, t_outer, rc, t_inner, c_inner, k)
+        tile_loop = sch.fuse(pos, c_outer, t_outer)
+        sch.parallel(tile_loop)
+        local = sch.cache_write(block, 0, "local")
+        finish_conv_tile(sch, block, local, None, tile_loop, [t_inner, c_inner], k, rc)
+
+    @staticmethod
+    def output_transform(sch: s_tir.Schedule, block, m: int) -> None:
+        n, c, i, j, k = sch.get_loops(block)
+        tile_row, row = sch.split(i, [None, m])
+        tile_col, col = sch.split(j, [None, m])
+        sch.reorder(n, c, tile_row, tile_col, row, col, k)
+        sch.parallel(sch.fuse(n, c, tile_row))
+        sch.unroll(row)
+        sch.unroll(col)
+        sch.vectorize(k)
+
+
 class BlockedDepthwiseConv2d(_TiledReduction):
     """A depthwise conv into NCHWc (``op_table._depthwise_blocked``): out[n, c, i, j, k]
     += x[n, c, .., .., k] * w[c, 0, ry, rx, k]. The channels of a block are the
@@ -949,7 +1023,6 @@ class Fallback(Rule):
         return sch
 
 
-RULES: list[Rule] = [Matmul(), BlockedConv2d(), BlockedDepthwiseConv2d(), PackedConv2d(), Conv2d(),
-                     DepthwiseConv2d(), Reduction(),
-                     Injective()]
+RULES: list[Rule] = [WinogradConv2d(), Matmul(), BlockedConv2d(), BlockedDepthwiseConv2d(),
+                     PackedConv2d(), Conv2d(), DepthwiseConv2d(), Reduction(), Injective()]
 FALLBACK = Fallback()

@@ -1,0 +1,129 @@
+"""Winograd 3x3 convs on the CPU (backends.tvm.winograd): the transforms' algebra, which
+convs take it and with which tile, and numerics against torch where they do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from backend_helpers import run_exported
+
+from backends.tvm import winograd
+from backends.tvm.weights import pack, packed_shape
+from compiler import dscompile
+
+WINOGRAD = "conv2d_winograd"
+
+
+@pytest.mark.parametrize("m", winograd.TILES)
+def test_the_transforms_compute_a_3x3_correlation(m):
+    mats = winograd.matrices(m)
+    rng = np.random.default_rng(m)
+    d, g = rng.standard_normal((mats.t, mats.t)), rng.standard_normal((3, 3))
+    y = mats.at @ ((mats.g @ g @ mats.g.T) * (mats.bt @ d @ mats.bt.T)) @ mats.at.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(m)] for i in range(m)])
+    np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
+
+
+def test_the_packed_weight_is_u_per_position_in_blocks_of_output_channels():
+    w = np.random.default_rng(0).standard_normal((32, 8, 3, 3)).astype("float32")
+    layout = winograd.layout(4, 16)
+    u = pack(w, layout)
+    assert u.shape == packed_shape(w.shape, layout) == (36, 2, 8, 16) and u.dtype == w.dtype
+    mats = winograd.matrices(4)
+    k, c, e, f = 21, 5, 2, 3  # output channel 21 is lane 5 of block 1
+    expected = (mats.g @ w[k, c].astype(np.float64) @ mats.g.T)[e, f]
+    assert u[e * 6 + f, 1, c, 5] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("size, m", [(56, 4), (28, 4), (14, 2), (8, 2), (7, None), (4, None)])
+def test_the_largest_tile_that_divides_the_output_and_leaves_enough_tiles(size, m):
+    assert winograd.output_tile(64, 64, 16, size, size) == m
+
+
+@pytest.mark.parametrize("channels, lanes, m", [((16, 64), 16, None), ((64, 16), 16, None),
+                                                ((512, 512), 16, None), ((64, 40), 8, 4)])
+def test_channels_and_weight_size_decide_too(channels, lanes, m):
+    # too few channels: the transforms cost more than they save; 512 -> 512 at 28x28:
+    # a 9.4 MB transformed weight; 40 channels in blocks of 8
+    assert winograd.output_tile(*channels, lanes, 28, 28) == m
+
+
+def test_the_switch_turns_it_off(monkeypatch):
+    monkeypatch.setenv(winograd.ENV, "0")
+    assert winograd.output_tile(64, 64, 16, 56, 56) is None
+
+
+class Bottleneck(nn.Module):
+    """ResNet's bottleneck: 1x1 down, 3x3 (with bias and relu), 1x1 up, residual add."""
+
+    def __init__(self, channels: int = 64, inner: int = 32) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, inner, 1)
+        self.conv = nn.Conv2d(inner, inner, 3, padding=1)
+        self.expand = nn.Conv2d(inner, channels, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(torch.relu(self.reduce(x))))
+        return torch.relu(self.expand(y) + x).mean((2, 3))
+
+
+def compile_bottleneck(x: torch.Tensor) -> tuple[nn.Module, object]:
+    torch.manual_seed(0)
+    model = Bottleneck().eval()
+    return model, dscompile(model, (x,), cache=False, check="off")
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 16, 16), (2, 64, 8, 8), (1, 64, 12, 20)])
+def test_a_bottleneck_3x3_conv_runs_winograd_and_matches_torch(shape):
+    x = torch.randn(shape)
+    model, compiled = compile_bottleneck(x)
+    schedules = [k.schedule for k in compiled.kernels]
+    assert schedules.count(WINOGRAD) == 1
+    assert schedules[1] == WINOGRAD  # the 3x3 conv's kernel, with its bias and relu
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_turned_off_the_same_kernels_compute_directly(monkeypatch):
+    x = torch.randn(1, 64, 16, 16)
+    _, with_winograd = compile_bottleneck(x)
+    monkeypatch.setenv(winograd.ENV, "0")
+    model, direct = compile_bottleneck(x)
+    assert WINOGRAD not in [k.schedule for k in direct.kernels]
+    assert direct.num_kernels == with_winograd.num_kernels
+    torch.testing.assert_close(direct(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+class Convs(nn.Module):
+    """A 3x3 conv over the (NCHW) graph input, a residual add in the kernel of a second
+    3x3, a strided 3x3 and a 3x3 at a size no tile divides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+        self.second = nn.Conv2d(32, 32, 3, padding=1)
+        self.down = nn.Conv2d(32, 48, 3, stride=2, padding=1)
+        self.odd = nn.Conv2d(48, 48, 3, padding=1)
+        self.head = nn.Conv2d(48, 16, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.first(x))
+        y = torch.relu(self.second(y) + y)
+        y = self.odd(torch.relu(self.down(y)))
+        return self.head(torch.relu(y)).mean((2, 3))
+
+
+def test_winograd_from_an_nchw_input_with_a_residual_and_only_where_it_fits(tmp_path):
+    torch.manual_seed(0)
+    model, x = Convs().eval(), torch.randn(1, 32, 14, 14)
+    compiled = dscompile(model, (x,), cache=False, check="off")
+    by_conv = {k.node_names[0]: k.schedule for k in compiled.kernels}
+    winograd_convs = sorted(name for name, rule in by_conv.items() if rule == WINOGRAD)
+    assert len(winograd_convs) == 2  # first and second; down is strided, odd is 7x7
+    first = compiled.kernels[0]
+    assert first.schedule == WINOGRAD and not first.reads_blocked
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    # an exported library packs the transformed weights itself
+    compiled.export_library(str(tmp_path / "lib.so"))
+    torch.testing.assert_close(run_exported(tmp_path, x), model(x), rtol=1e-4, atol=1e-5)
