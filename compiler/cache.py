@@ -105,11 +105,20 @@ def cache_key(graph: Graph, target: Any, options: Any) -> tuple[str, dict[str, A
         "weights": weights_hash(graph),
         "target": json.dumps(target.export(), sort_keys=True, default=str),
         "options": {"opt_level": options.opt_level, "dtype": options.dtype,
-                    "schedule": options.schedule, "tuning": _tuning_key(options)},
+                    "schedule": options.schedule, "tuning": _tuning_key(options),
+                    "winograd": _winograd()},
         "versions": versions(),
     }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return key, parts
+
+
+def _winograd() -> bool:
+    """Whether the CPU lowering uses Winograd convs (``DSCOMPILE_WINOGRAD``): a program
+    built with them is not the one asked for without."""
+    from backends.tvm import winograd
+
+    return winograd.enabled()
 
 
 def _tuning(options: Any) -> Any:

@@ -83,6 +83,9 @@ def test_weights_target_and_options_are_in_the_key(tmp_path, monkeypatch):
             for t in ("cpu", "cuda") for o in (1, 2)}
     assert len(keys) == 4
     assert cache.stats == {"hit": 1, "miss": 2, "rejected": 0}
+    # DSCOMPILE_WINOGRAD=0 asks for another program (direct 3x3 convs)
+    monkeypatch.setenv("DSCOMPILE_WINOGRAD", "0")
+    assert cache_key(graph, resolve_target("cpu"), CompileOptions())[0] not in keys
 
 
 def test_kernel_sources_survive_a_cache_hit(tmp_path, monkeypatch):
