@@ -807,7 +807,7 @@ def _conv2d_winograd(x, u, pads, out):
     mats = winograd.matrices(math.isqrt(tt) - 2)
     m, t = mats.m, mats.t
     batch, height, width = (int(out.shape[i]) for i in (0, 2, 3))
-    rows, cols = height // m, width // m
+    rows, cols = -(-height // m), -(-width // m)  # the last tiles may reach past the edge
     top, left = pads[0], pads[2]
     blocked = len(x.shape) == 5
     in_lanes = int(x.shape[-1]) if blocked else 1

@@ -37,16 +37,24 @@ def test_the_packed_weight_is_u_per_position_in_blocks_of_output_channels():
     assert u[e * 6 + f, 1, c, 5] == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("size, m", [(56, 4), (28, 4), (14, 2), (8, 2), (7, None), (4, None)])
-def test_the_largest_tile_that_divides_the_output_and_leaves_enough_tiles(size, m):
+@pytest.mark.parametrize("size, m", [(56, 4), (28, 4), (14, 2), (8, 2), (7, 2), (6, None)])
+def test_the_tile_of_least_cost_that_leaves_enough_tiles(size, m):
+    # 14x14: 16 tiles of 4 (a 36-position weight) cost more than 49 of 2; 7x7: 4 x 4 tiles
+    # of 2, the last ones past the edge; 6x6: 9 tiles of 2 are too few
     assert winograd.output_tile(64, 64, 16, size, size) == m
 
 
+def test_a_batch_counts_its_tiles():
+    assert winograd.output_tile(64, 64, 16, 6, 6, batch=2) == 2
+
+
 @pytest.mark.parametrize("channels, lanes, m", [((16, 64), 16, None), ((64, 16), 16, None),
-                                                ((512, 512), 16, None), ((64, 40), 8, 4)])
+                                                ((512, 512), 16, 2), ((1024, 1024), 16, None),
+                                                ((64, 40), 8, 4)])
 def test_channels_and_weight_size_decide_too(channels, lanes, m):
     # too few channels: the transforms cost more than they save; 512 -> 512 at 28x28:
-    # a 9.4 MB transformed weight; 40 channels in blocks of 8
+    # 37.7 MB transformed for tiles of 4, 16.8 MB for 2; 1024 -> 1024: 67 MB for 2;
+    # 40 channels in blocks of 8
     assert winograd.output_tile(*channels, lanes, 28, 28) == m
 
 
@@ -75,7 +83,7 @@ def compile_bottleneck(x: torch.Tensor) -> tuple[nn.Module, object]:
     return model, dscompile(model, (x,), cache=False, check="off")
 
 
-@pytest.mark.parametrize("shape", [(1, 64, 16, 16), (2, 64, 8, 8), (1, 64, 12, 20)])
+@pytest.mark.parametrize("shape", [(1, 64, 16, 16), (2, 64, 8, 8), (1, 64, 12, 20), (1, 64, 9, 13)])
 def test_a_bottleneck_3x3_conv_runs_winograd_and_matches_torch(shape):
     x = torch.randn(shape)
     model, compiled = compile_bottleneck(x)
@@ -97,7 +105,7 @@ def test_turned_off_the_same_kernels_compute_directly(monkeypatch):
 
 class Convs(nn.Module):
     """A 3x3 conv over the (NCHW) graph input, a residual add in the kernel of a second
-    3x3, a strided 3x3 and a 3x3 at a size no tile divides."""
+    3x3, a strided 3x3 and a 3x3 at 7x7, which no tile divides."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -120,7 +128,7 @@ def test_winograd_from_an_nchw_input_with_a_residual_and_only_where_it_fits(tmp_
     compiled = dscompile(model, (x,), cache=False, check="off")
     by_conv = {k.node_names[0]: k.schedule for k in compiled.kernels}
     winograd_convs = sorted(name for name, rule in by_conv.items() if rule == WINOGRAD)
-    assert len(winograd_convs) == 2  # first and second; down is strided, odd is 7x7
+    assert len(winograd_convs) == 3  # all but the strided one; 7x7 in tiles past the edge
     first = compiled.kernels[0]
     assert first.schedule == WINOGRAD and not first.reads_blocked
     torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
