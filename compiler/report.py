@@ -105,8 +105,9 @@ class Report:
         allocated = [] if not memory else [
             f"memory: {memory['route']}; the program allocates "
             f"{_bytes(memory['allocated_bytes'])} of intermediates (planned arena "
-            f"{_bytes(memory['planned_bytes'])}) and {_bytes(memory['output_bytes'])} of "
-            f"outputs"] if memory["route"] != "size-class arena" else [
+            f"{_bytes(memory['planned_bytes'])}), {_bytes(memory['output_bytes'])} of "
+            f"outputs and {_bytes(memory.get('scratch_bytes', 0))} of kernel scratch (TVM's "
+            f"workspace pool)"] if memory["route"] != "size-class arena" else [
             "memory: size-class arena; arena and offsets planned per size class at run time"]
         validation = self.extra.get("validation")
         tuned = [] if not validation else [

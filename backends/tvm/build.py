@@ -22,6 +22,7 @@ from backends.tvm.lower import KernelInfo, LoweredModule, describe_nodes, lower_
 from backends.tvm.memory import ArenaLowering, MemoryStats, SizeClassArena
 from backends.tvm.pipeline import relax_pipeline, tir_pipeline
 from backends.tvm.schedules import apply_rules, rules_for, schedule_module
+from backends.tvm.stack_buffers import workspace_bytes
 from backends.tvm.target import resolve_target, target_kind
 from backends.tvm.toolchain import gpu_toolchain
 from backends.tvm.tuning import library as library_kernels  # registers their packed function
@@ -137,6 +138,7 @@ def build_once(graph: Graph, target: Any, *, schedule: bool = True,
             k.schedule = "none"
     mod = drop_unused_weights(mod, lowered, len(graph.inputs))
     memory = ArenaLowering.for_target(memory_plan, lowered.kernels, kind)
+    memory.stats.scratch_bytes = largest_scratch(mod, lowered.kernels)
     with gpu_toolchain(kind, tvm_target) as device_binary:  # nvcc / ld.lld for GPU targets
         executable = _compile(mod, lowered, unscheduled, graph, tvm_target, kind, memory)
     arena = SizeClassArena(memory_plan, memory.stats.buffers) \
@@ -146,6 +148,15 @@ def build_once(graph: Graph, target: Any, *, schedule: bool = True,
         program.device_code = device_code.collect(executable, device_binary,
                                                   [k.name for k in lowered.kernels])
     return program
+
+
+def largest_scratch(mod: tvm.IRModule, kernels: list[KernelInfo]) -> int | None:
+    """The most bytes one kernel holds in TVM's workspace pool (``workspace_bytes``): the
+    pool hands the same blocks from kernel to kernel, so the largest is what it keeps."""
+    names = {k.name for k in kernels}
+    sizes = [workspace_bytes(func) for gv, func in mod.functions.items()
+             if gv.name_hint in names and isinstance(func, tvm.tirx.PrimFunc)]
+    return None if None in sizes else max(sizes, default=0)
 
 
 def drop_unused_weights(mod: tvm.IRModule, lowered: LoweredModule, graph_inputs: int

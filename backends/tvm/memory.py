@@ -67,6 +67,8 @@ class MemoryStats:
     arena_storage_bytes: int | None = 0
     tvm_storage_bytes: int | None = 0  # storages TVM's planner made next to our arena
     output_bytes: int | None = 0  # R.builtin.alloc_tensor left: returned outputs
+    # the largest kernel's buffers in TVM's workspace pool (stack_buffers.workspace_bytes)
+    scratch_bytes: int | None = 0
     inplace_kernels: int = 0
     buffers: list[str] = field(default_factory=list)  # a size-class program's offset order
 
@@ -84,7 +86,8 @@ class MemoryStats:
             head += "\nplanned arena: per size class, at run time"
         return (f"{head}\nallocated by the program: {size_text(self.allocated_bytes)} of "
                 f"intermediates (arena {size_text(self.arena_storage_bytes)}, TVM's planner "
-                f"{size_text(self.tvm_storage_bytes)}), outputs {size_text(self.output_bytes)}")
+                f"{size_text(self.tvm_storage_bytes)}), outputs {size_text(self.output_bytes)}, "
+                f"kernel scratch {size_text(self.scratch_bytes)} (TVM's workspace pool)")
 
 
 def size_text(n: int | None) -> str:

@@ -18,7 +18,7 @@ import math
 
 import tvm
 import tvm_ffi
-from tvm import tirx
+from tvm import s_tir, tirx
 
 STACK_BUFFER_BYTES = 16 * 1024  # per buffer; TVM's threads run on 8 MiB stacks
 KEEP_OFF_WORKSPACE = "disable_lower_builtin"  # the annotation LowerTVMBuiltin reads
@@ -46,3 +46,21 @@ def on_stack(alloc: tirx.AllocBuffer, mutator: tvm_ffi.StructuralMutator) -> tir
 @tirx.transform.prim_func_pass(opt_level=0, name="dscompile.SmallBuffersOnStack")
 def small_buffers_on_stack(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
     return func.with_body(tvm_ffi.structural_mutate(func.body, [(tirx.AllocBuffer, on_stack)]))
+
+
+def workspace_bytes(func: tirx.PrimFunc) -> int | None:
+    """Bytes of a scheduled kernel's buffers that stay in TVM's workspace pool (those of
+    constant size over STACK_BUFFER_BYTES: a Winograd conv's tiles and products, a whole
+    padded input), None where one has a symbolic size. They are not in our arena; the
+    pool keeps them between calls and kernels."""
+    sizes: list[int | None] = []
+
+    def visit(block: s_tir.SBlock) -> None:
+        for buffer in block.alloc_buffers:
+            if buffer.scope() == "global":
+                sizes.append(constant_bytes(buffer))
+
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit), order="post")
+    if None in sizes:
+        return None
+    return sum(n for n in sizes if n > STACK_BUFFER_BYTES)

@@ -100,6 +100,11 @@ def test_turned_off_the_same_kernels_compute_directly(monkeypatch):
     model, direct = compile_bottleneck(x)
     assert WINOGRAD not in [k.schedule for k in direct.kernels]
     assert direct.num_kernels == with_winograd.num_kernels
+    # the tiles (V) and products (M) of 16 tiles of 4 x 4, 36 positions, 32 channels,
+    # are the kernel's scratch in TVM's pool; the direct conv's is its padded input
+    assert with_winograd.memory.scratch_bytes == 2 * 36 * 16 * 32 * 4
+    assert direct.memory.scratch_bytes == 32 * 18 * 18 * 4
+    assert "kernel scratch 144.0 KiB" in str(with_winograd.memory)
     torch.testing.assert_close(direct(x), model(x), rtol=1e-4, atol=1e-5)
 
 
@@ -135,3 +140,25 @@ def test_winograd_from_an_nchw_input_with_a_residual_and_only_where_it_fits(tmp_
     # an exported library packs the transformed weights itself
     compiled.export_library(str(tmp_path / "lib.so"))
     torch.testing.assert_close(run_exported(tmp_path, x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_tuning_keeps_metaschedule_off_a_winograd_kernel(tmp_path, monkeypatch):
+    # its sampled schedules leave the positions' if_then_else chains unfolded; it spent
+    # 14 minutes on ResNet-50's first one
+    from backends.tvm.build import build
+    from backends.tvm.tuning import TuningOptions
+    from backends.tvm.tuning import tune
+    from backends.tvm.tuning.database import TuningDatabase
+
+    searched = []
+    monkeypatch.setattr(tune.cands, "metaschedule",
+                        lambda func, *args, **kwargs: searched.append(func.script()))
+    x = torch.randn(1, 64, 16, 16)
+    model, compiled = compile_bottleneck(x)
+    options = TuningOptions(trials=4, database=TuningDatabase(tmp_path), library=False,
+                            measure=lambda candidate: 1.0)
+    program = build(compiled.ir, "cpu", tuning=options)
+    assert [k.schedule for k in program.kernels].count(WINOGRAD) == 1
+    assert len(searched) == program.num_kernels - 1
+    assert not any("T_wino_product" in script for script in searched)
+    torch.testing.assert_close(program(x)[0], model(x), rtol=1e-4, atol=1e-5)
