@@ -146,8 +146,7 @@ def test_tuning_keeps_metaschedule_off_a_winograd_kernel(tmp_path, monkeypatch):
     # its sampled schedules leave the positions' if_then_else chains unfolded; it spent
     # 14 minutes on ResNet-50's first one
     from backends.tvm.build import build
-    from backends.tvm.tuning import TuningOptions
-    from backends.tvm.tuning import tune
+    from backends.tvm.tuning import TuningOptions, tune
     from backends.tvm.tuning.database import TuningDatabase
 
     searched = []
