@@ -77,7 +77,6 @@ def summary_table(report: dict, notes: Footnotes) -> list[str]:
 def detail_table(report: dict, model: str, notes: Footnotes) -> list[str]:
     results = report["results"]
     flops, source = model_flops(results, model)
-    peak = report["meta"]["sgemm_gflops"]
     head = ["system", "median ms", "speedup", "compile s", "cached s", "peak RSS MB",
             "max abs err",
             "kernels", "GFLOP/s", "% sgemm", "reps", "others busy"]
@@ -90,6 +89,7 @@ def detail_table(report: dict, model: str, notes: Footnotes) -> list[str]:
             continue
         s = speedup(results, r)
         rate = flops / (r["latency_ms"] * 1e-3) / 1e9 if flops else None
+        peak = (r.get("run") or {}).get("sgemm_gflops") or report["meta"]["sgemm_gflops"]
         err = r.get("max_abs_err")
         row = [r["system"], f"{r['latency_ms']:.2f}{noisy_mark(r)}", f"{s:.2f}x" if s else "-",
                f"{r['compile_s']:.1f}",
@@ -103,16 +103,21 @@ def detail_table(report: dict, model: str, notes: Footnotes) -> list[str]:
     return lines + [""]
 
 
-def updated_note(meta: dict) -> list[str]:
-    """Which rows a ``--update`` run re-measured, and when the others were."""
+def updated_note(report: dict) -> list[str]:
+    """Which rows a ``--update`` run re-measured, and when the others were (each kept row
+    carries its run: ``run_models.with_run``; its % sgemm is against that run's sgemm)."""
+    meta = report["meta"]
     if not meta.get("updated_models"):
         return []
-    earlier = meta.get("earlier_run") or {}
-    when = f"the run of {earlier['started']}" if earlier.get("started") else "an earlier run"
-    if earlier.get("sgemm_gflops"):
-        when += f" (machine sgemm {earlier['sgemm_gflops']:.0f} GFLOP/s)"
+    runs = {}
+    for r in report["results"]:
+        run = r.get("run") or {}
+        if run.get("started"):
+            runs.setdefault(run["started"], run.get("sgemm_gflops"))
+    when = ", ".join(f"{started}" + (f" (machine sgemm {sgemm:.0f} GFLOP/s)" if sgemm else "")
+                     for started, sgemm in sorted(runs.items())) or "an earlier run"
     return [f"Re-run with `--update`: {', '.join(meta['updated_models'])}; the other rows "
-            f"are from {when}.", ""]
+            f"are from the run of {when}, their % sgemm against that run's sgemm.", ""]
 
 
 def markdown(report: dict) -> str:
@@ -134,7 +139,7 @@ def markdown(report: dict) -> str:
            "kept them while it was timed (`others busy`); † marks latencies measured with "
            f"others above {NOISY:.0%}: with 2 threads on 2 cores every parallel op then "
            "waits for a core, and such numbers can be many times too slow.", "",
-           *updated_note(meta),
+           *updated_note(report),
            "## Median latency in ms (speedup over eager, same run)", "",
            *summary_table(report, notes), "",
            "## Per model", "",

@@ -383,14 +383,26 @@ def save(opts, meta: dict, results: list[dict], final: bool) -> dict:
     if opts.update and old.exists():  # keep the other models' cells from the earlier run
         if "kept" not in opts:
             earlier = json.loads(old.read_text())
-            opts.kept = [r for r in earlier["results"] if r["model"] not in opts.models]
-            opts.earlier_run = {k: earlier["meta"].get(k) for k in ("started", "sgemm_gflops")}
+            opts.kept = [with_run(r, earlier["meta"]) for r in earlier["results"]
+                         if r["model"] not in opts.models]
         meta["updated_models"] = opts.models
-        meta["earlier_run"] = opts.earlier_run
         results = opts.kept + results
     report = {"meta": meta, "results": results}
     write_outputs(report, opts.out, opts.plot, quiet=not final)
     return report
+
+
+def with_run(row: dict, meta: dict) -> dict:
+    """A row kept by ``--update``, stamped with the run that measured it (``started``,
+    ``sgemm_gflops``): its own stamp from an earlier update, else the run of ``meta``, or
+    the run that run had itself kept the row from (``meta["earlier_run"]``, the format
+    before rows were stamped)."""
+    if "run" in row:
+        return row
+    if meta.get("updated_models") and row["model"] not in meta["updated_models"] \
+            and meta.get("earlier_run"):
+        return {**row, "run": meta["earlier_run"]}
+    return {**row, "run": {k: meta.get(k) for k in ("started", "sgemm_gflops")}}
 
 
 def quiet_sgemm(quiet_wait: float) -> float:

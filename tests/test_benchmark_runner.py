@@ -43,6 +43,23 @@ def test_the_runner_times_each_system_in_interleaved_bursts(tmp_path):
     updated = json.loads(out.with_suffix(".json").read_text())
     assert sorted((r["model"], r["system"]) for r in updated["results"]) == [
         ("zoo:gpt_block", "eager"), ("zoo:mlp", "dscompile_O2"), ("zoo:mlp", "eager")]
-    assert updated["meta"]["earlier_run"]["started"] == report["meta"]["started"]
+    kept = [r for r in updated["results"] if r["model"] == "zoo:mlp"]
+    assert all(r["run"]["started"] == report["meta"]["started"] for r in kept)
     assert (f"Re-run with `--update`: zoo:gpt_block; the other rows are from the run of "
             f"{report['meta']['started']}") in out.with_suffix(".md").read_text()
+
+
+def test_a_row_kept_twice_keeps_the_run_that_measured_it():
+    # update 1 re-ran resnet50 and kept bert (measured on 12-02); update 2 re-runs resnet50
+    # again: bert is still from 12-02, at that run's sgemm, not from update 1
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run_models import with_run
+
+    first = {"started": "12-02", "sgemm_gflops": 174.0}
+    update_1 = {"started": "12-06", "sgemm_gflops": 179.0, "updated_models": ["resnet50"],
+                "earlier_run": first}  # the format before rows were stamped
+    bert, resnet = {"model": "bert"}, {"model": "resnet50"}
+    assert with_run(bert, update_1)["run"] == first
+    assert with_run(resnet, update_1)["run"] == {"started": "12-06", "sgemm_gflops": 179.0}
+    stamped = with_run(bert, update_1)
+    assert with_run(stamped, {"started": "12-07", "sgemm_gflops": 183.0})["run"] == first
