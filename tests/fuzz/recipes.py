@@ -524,7 +524,8 @@ def r_conv_bn_act(g: Gen) -> None:
         return
     cin = g.shape(x)[1]
     groups = g.choice([1, 1, 1, "dw"] + ([2] if cin % 2 == 0 else []))
-    out = cin if groups == "dw" else g.choice([c for c in (2, 4, 6, 8, 16)
+    # 32 and 48: a 3x3 conv after it (r_conv_residual) then has the channels for Winograd
+    out = cin if groups == "dw" else g.choice([c for c in (2, 4, 6, 8, 16, 32, 48)
                                                if not isinstance(groups, int) or c % groups == 0])
     y = conv(g, x, out, groups=groups)
     y = y and g.add("batch_norm", [y], affine=g.coin(0.85), functional=g.coin(0.15))
