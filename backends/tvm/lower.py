@@ -293,9 +293,10 @@ class _Lowerer:
         if self.computing_blocked:  # blocked_layout.computes_blocked checked the pattern
             return members[0]
         pad, conv = members[:2]
+        if conv.op != "conv2d" or conv.inputs[0] is not pad or conv.dtype != "float32":
+            return None  # e.g. a pad of a 2-D value and an elementwise op after it
         channels = conv.inputs[0].shape[1]
-        if conv.op != "conv2d" or conv.inputs[0] is not pad or conv.dtype != "float32" \
-                or conv.attrs.get("groups", 1) != channels or conv.inputs[1].shape[0] != channels:
+        if conv.attrs.get("groups", 1) != channels or conv.inputs[1].shape[0] != channels:
             return None
         return pad if all(isinstance(d, int) for d in (*pad.shape, *conv.shape)) else None
 
