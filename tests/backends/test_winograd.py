@@ -161,3 +161,32 @@ def test_tuning_keeps_metaschedule_off_a_winograd_kernel(tmp_path, monkeypatch):
     assert len(searched) == program.num_kernels - 1
     assert not any("T_wino_product" in script for script in searched)
     torch.testing.assert_close(program(x)[0], model(x), rtol=1e-4, atol=1e-5)
+
+
+class ThreeConvs(nn.Module):
+    """1x1, 3x3, 1x1, and a 1x1 average pool, which reads the last blocked value in
+    place: each output position stays where it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(32, 32, 1), nn.Conv2d(32, 32, 3, padding=1)
+        self.c = nn.Conv2d(32, 16, 1)
+
+    def forward(self, x):
+        y = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+        return nn.functional.avg_pool2d(y, 1)
+
+
+def test_an_inf_makes_nan_over_its_tile_and_only_with_winograd(monkeypatch):
+    # the documented difference: a direct conv spreads it over its 3x3 reach
+    torch.manual_seed(0)
+    model, x = ThreeConvs().eval(), torch.randn(1, 32, 16, 16)
+    x[0, 3, 5, 6] = float("inf")
+    expected = model(x)
+    assert expected.isnan().sum() == 16 * 3 * 3
+    compiled = dscompile(model, (x,), cache=False, check="off")
+    assert WINOGRAD in [k.schedule for k in compiled.kernels]
+    assert compiled(x).isnan().sum() == 16 * 4 * 4  # 16 tiles of 4 x 4: (5, 6) in one
+    monkeypatch.setenv(winograd.ENV, "0")
+    direct = dscompile(model, (x,), cache=False, check="off")
+    torch.testing.assert_close(direct(x), expected, rtol=1e-4, atol=1e-5, equal_nan=True)

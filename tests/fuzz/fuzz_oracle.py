@@ -105,8 +105,11 @@ def time_limit(seconds: int) -> Iterator[None]:
 TRIALS = ("example", "random", "NaN/Inf planted")
 # Passes that reassociate arithmetic: exact for finite values, not for infinite ones
 # (W2 @ (W1 @ inf) can be inf - inf = NaN where (W2 @ W1) @ inf is inf). Where one
-# changed the graph the NaN/Inf trial has no exact answer to compare with.
+# changed the graph the NaN/Inf trial has no exact answer to compare with. So with a
+# Winograd conv kernel: its transforms add and subtract the values of a whole tile, so
+# an Inf makes NaN over the tile, where a direct conv makes NaN or Inf in its 3x3 reach.
 REASSOCIATING = {"merge_linear_chain"}
+REASSOCIATING_KERNELS = {"conv2d_winograd"}
 
 
 def planted(value: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -145,12 +148,16 @@ def run_case(spec: Spec, opt_level: int = 2, target: str = "cpu") -> Outcome:
     except Exception as e:
         return classify_error(e, "compile")
     reference, _ = build_model(spec, double=True)
-    exact_inf = not any(r.modified and r.name in REASSOCIATING for r in compiled.records)
+    exact_inf = not any(r.modified and r.name in REASSOCIATING for r in compiled.records) \
+        and not any(k.schedule in REASSOCIATING_KERNELS for k in compiled.kernels)
     for n, args in enumerate(trials(inputs)[:None if exact_inf else 2]):
-        with torch.no_grad():
-            expected = list(model(*args))
-            wide = list(reference(*(t.double() if t.is_floating_point() else t
-                                    for t in args)))
+        try:
+            with torch.no_grad():
+                expected = list(model(*args))
+                wide = list(reference(*(t.double() if t.is_floating_point() else t
+                                        for t in args)))
+        except InvalidSpec:  # e.g. random token ids past an embedding: eager refuses them
+            continue
         if n and not all(agrees(e, w) for e, w in zip(expected, wide)):
             continue  # eager float32 itself is off on this input: nothing to judge
         try:

@@ -546,6 +546,30 @@ def r_conv_residual(g: Gen) -> None:
         g.add("unary", [y], fn=g.choice(["relu", "relu", "relu6"]))
 
 
+def r_bottleneck(g: Gen) -> None:
+    """ResNet's bottleneck: 1x1 to 32 or 48 channels, a 3x3 (stride 1, padding 1) with
+    batch norm and relu, 1x1 back (to 16 channels, without the residual add, where the
+    input's are not in blocks of 8), mostly a global pool after it: the 3x3
+    has the channels for Winograd, and with the pool every kernel of the block can store
+    its value blocked (blocked_layout: each reader computes blocked or reads it once)."""
+    x = g.pick(rank(4))
+    if x is None:
+        return
+    inner = g.choice([32, 48])
+    y = conv(g, x, inner, k=1, stride=1, pad=0, dil=1)
+    y = y and g.add("unary", [y], fn="relu")
+    y = y and conv(g, y, inner, k=3, stride=1, pad=1, dil=1)
+    y = y and g.add("batch_norm", [y])
+    y = y and g.add("unary", [y], fn=g.choice(["relu", "relu6", "silu"]))
+    cin = g.shape(x)[1]
+    out = cin if cin % 8 == 0 else 16  # channels in blocks (blocked_layout.block_size)
+    y = y and conv(g, y, out, k=1, stride=1, pad=0, dil=1)
+    y = y and (g.add("binary", [y, x], fn="add") if out == cin else y)
+    y = y and g.add("unary", [y], fn="relu")
+    if y is not None and g.coin(0.7):
+        g.add("adaptive_pool", [y], size=1)
+
+
 def r_pool(g: Gen) -> None:
     x = g.pick(rank(4))
     if x is None:
@@ -767,7 +791,7 @@ RECIPES: list[tuple[Callable[[Gen], None], float]] = [
     (r_pad, 0.5), (r_concat, 1), (r_split, 1), (r_linear, 2), (r_linear_chain, 1.5),
     (r_parallel_linear, 1.5), (r_attention_block, 0.8), (r_residual_linear, 1.5),
     (r_mlp_block, 0.8), (r_reshape_between_linears, 0.8), (r_shared_linear, 1),
-    (r_conv_bn_act, 3), (r_conv_residual, 2), (r_pool, 1.2), (r_head, 0.8),
+    (r_conv_bn_act, 3), (r_conv_residual, 2), (r_bottleneck, 1), (r_pool, 1.2), (r_head, 0.8),
     (r_conv_to_seq, 0.5), (r_matmul, 1), (r_embedding, 0.7), (r_mark_output, 0.4),
     (r_anchor_epilogue, 3), (r_int_ops, 0.7), (r_fill, 0.4), (r_shared_conv, 0.6),
     (r_gather, 0.5), (r_index, 0.5), (r_half, 0.8),
