@@ -108,8 +108,9 @@ def transform_weight(weight: np.ndarray, name: str) -> np.ndarray:
     m, lanes = parse_layout(name)
     mats = matrices(m)
     oc, ic = weight.shape[:2]
-    u = np.einsum("ea,kcab,fb->efkc", mats.g, weight.astype(np.float64), mats.g)
-    u = u.reshape(mats.t * mats.t, oc // lanes, lanes, ic).transpose(0, 1, 3, 2)
+    u = mats.g @ weight.astype(np.float64) @ mats.g.T  # [OC, IC, t, t], batched matmuls
+    u = u.transpose(2, 3, 0, 1).reshape(mats.t * mats.t, oc // lanes, lanes, ic)
+    u = u.transpose(0, 1, 3, 2)
     return np.ascontiguousarray(u.astype(weight.dtype))
 
 
