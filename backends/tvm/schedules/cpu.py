@@ -680,7 +680,7 @@ class WinogradConv2d(Rule):
     """A Winograd conv (``op_table._conv2d_winograd``), its three computes one after the
     other, each parallel over all its work:
 
-    - input transform: per (tile, block of 16 input channels), the (m + 2)^2 positions
+    - input transform: per (tile, block of 16 or 8 input channels), the (m + 2)^2 positions
       unrolled (each one's ``if_then_else`` choice folds away, the tile's loads are
       shared) and the channels vectorized;
     - products: the blocked 1x1 conv's register tile (``packed_conv_tile``: vectors of
