@@ -111,7 +111,7 @@ def computes_blocked(members: list[Node]) -> bool:
     fp32 shapes with channels in whole blocks (``block_size``), then only elementwise ops
     of its shape whose other operands have that shape too or are scalars (a [C, 1, 1]
     operand would need its own blocked view)."""
-    head = _head(members)
+    head = conv_or_pool(members)
     if head.dtype != "float32" or not _static_4d(head) or block_size(head.shape[1]) is None:
         return False
     if head.op == "conv2d":
@@ -140,7 +140,7 @@ def reads_per_tap(members: list[Node]) -> bool:
     depthwise conv): over NCHW its blocked view would gather 16 lanes a plane apart, so
     it computes blocked only over a blocked input. A dense conv broadcasts one input
     value at a time from either layout."""
-    head = _head(members)
+    head = conv_or_pool(members)
     return head.op == "max_pool2d" or head.attrs.get("groups", 1) != 1
 
 
@@ -149,7 +149,7 @@ def data_input(members: list[Node]) -> Node:
     return members[0].inputs[0]
 
 
-def _head(members: list[Node]) -> Node:
+def conv_or_pool(members: list[Node]) -> Node:
     """The conv or pool a kernel is about: after its prologue pad where it has one."""
     return members[1] if members[0].op == "pad" and len(members) > 1 else members[0]
 

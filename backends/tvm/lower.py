@@ -22,6 +22,7 @@ from backends.tvm.blocked_layout import (
     block_size,
     blocked_roots,
     blocked_shape,
+    conv_or_pool,
     to_blocked,
     to_nchw,
     weight_layout,
@@ -302,31 +303,26 @@ class _Lowerer:
 
     def winograd_conv(self, members: list[Node], folded: Node | None) -> int | None:
         """The Winograd output tile of the kernel's conv (``winograd.output_tile``), or
-        None: a blocked kernel of one 3x3, stride-1 fp32 conv with a constant weight and
-        padding 1 on every side (its own and its folded prologue pad's), first after that
-        pad and followed only by elementwise ops (computed per output element, in the
-        output transform)."""
+        None: a blocked kernel (``blocked_layout.computes_blocked`` checked its static fp32
+        shapes, constant weight and the elementwise ops after the conv, which the output
+        transform computes per element) whose conv is dense, 3x3 and stride 1, with
+        padding 1 on every side (its own and its folded prologue pad's)."""
         if not self.computing_blocked:
             return None
-        start = 1 if folded is not None else 0
-        conv = members[start]
-        if conv.op != "conv2d" or any(get_op(n.op).kind != "elementwise"
-                                      for n in members[start + 1:]):
+        conv = conv_or_pool(members)
+        if conv.op != "conv2d":
             return None
-        x, w = conv.inputs[:2]
         attrs = conv.attrs
         left, right, top, bottom = folded.attrs["pads"] if folded is not None else (0, 0, 0, 0)
         ph, pw = attrs.get("padding", (0, 0))
-        if w.op != "weight" or tuple(w.shape[2:]) != (3, 3) or attrs.get("groups", 1) != 1 \
+        if tuple(conv.inputs[1].shape[2:]) != (3, 3) or attrs.get("groups", 1) != 1 \
                 or tuple(attrs.get("stride", (1, 1))) != (1, 1) \
                 or tuple(attrs.get("dilation", (1, 1))) != (1, 1) \
-                or (top + ph, bottom + ph, left + pw, right + pw) != (1, 1, 1, 1) \
-                or conv.dtype != "float32" or x.dtype != "float32" \
-                or not all(isinstance(d, int) for d in conv.shape):
+                or (top + ph, bottom + ph, left + pw, right + pw) != (1, 1, 1, 1):
             return None
         batch, out_channels, height, width = conv.shape
-        return winograd.output_tile(w.shape[1], out_channels, block_size(out_channels), height,
-                                    width, batch)
+        return winograd.output_tile(conv.inputs[1].shape[1], out_channels,
+                                    block_size(out_channels), height, width, batch)
 
     def collect_outputs(self) -> tuple[list[relax.Expr], list[tuple[str, Any]]]:
         results: list[relax.Expr] = []
