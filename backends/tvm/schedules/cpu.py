@@ -564,6 +564,14 @@ def finish_conv_tile(sch: s_tir.Schedule, block, local, epilogue, tile_loop, unr
     vectorize_inner(sch, local)
 
 
+def packed_conv_block(sch: s_tir.Schedule, block, iterators: str) -> bool:
+    """Whether ``block`` is a conv over a packed 5-D operand (a weight in blocks of output
+    channels, or a blocked input): iterator kinds ``iterators``, reading two buffers."""
+    stmt = sch.get(block)
+    return kinds(sch, block) == iterators and len(stmt.reads) == 2 \
+        and any(len(r.source.shape) == 5 for r in stmt.reads)
+
+
 def packed_conv_tile(n_oc: int, n_ow: int, lanes: int = VEC) -> tuple[int, int]:
     """(vectors of ``lanes`` output channels, output columns) of a conv's register tile.
     Both divide their axis (no tails in the unrolled tile); rows x vectors accumulators
@@ -594,12 +602,7 @@ class PackedConv2d(_TiledReduction):
     name = "conv2d_packed"
 
     def match(self, sch, block):
-        stmt = sch.get(block)
-        if kinds(sch, block) != "SSSSRRR" or len(stmt.reads) != 2:
-            return None
-        if not any(len(r.source.shape) == 5 for r in stmt.reads):
-            return None
-        return 1, 3
+        return (1, 3) if packed_conv_block(sch, block, "SSSSRRR") else None
 
     def tile(self, sch, block, epilogue, vec_axis, row_axis):
         n, oc, oh, ow, *reduce_loops = sch.get_loops(block)
@@ -644,12 +647,7 @@ class BlockedConv2d(_TiledReduction):
         return in_channels >= 2 * out_channels and weight_bytes <= L2_BYTES
 
     def match(self, sch, block):
-        stmt = sch.get(block)
-        if kinds(sch, block) != "SSSSSRRR" or len(stmt.reads) != 2:
-            return None
-        if not any(len(r.source.shape) == 5 for r in stmt.reads):
-            return None
-        return 4, 3
+        return (4, 3) if packed_conv_block(sch, block, "SSSSSRRR") else None
 
     def tile(self, sch, block, epilogue, vec_axis, row_axis):
         n, c, i, j, k, rc, ry, rx = sch.get_loops(block)
