@@ -22,6 +22,7 @@ from typing import Any
 import tvm
 from tvm import tirx
 
+from backends.tvm.schedules.cpu import WinogradConv2d
 from backends.tvm.tuning import candidates as cands
 from backends.tvm.tuning import library as lib
 from backends.tvm.tuning.chooser import Decision, choose, fastest
@@ -235,7 +236,7 @@ class _Session:
 # each tile position's transform with a 36-way if_then_else chain, which folds only where
 # our rule unrolls the positions; MetaSchedule's samples did not, and it spent 14 minutes
 # on ResNet-50's first one without finishing
-NOT_SEARCHED = ("conv2d_winograd",)
+NOT_SEARCHED = (WinogradConv2d.name,)
 
 
 def _static(func: tirx.PrimFunc) -> bool:
