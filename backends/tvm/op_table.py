@@ -762,6 +762,15 @@ def _conv2d_packed(x, w, stride, padding, dilation, out):
     return te.compute(out.shape, body, name="T_conv2d_packed")
 
 
+def _channel_pixel(x, n, c, row, col):
+    """Channel ``c`` of pixel (``row``, ``col``) of image ``n``, from an NCHW or a blocked
+    (NCHWc) ``x``: the dense blocked convs read either (a stem conv reads the image)."""
+    if len(x.shape) == 5:
+        lanes = int(x.shape[-1])
+        return x[n, c // lanes, row, col, c % lanes]
+    return x[n, c, row, col]
+
+
 def _conv2d_blocked(x, w, stride, pads, dilation, out):
     """conv2d into NCHWc (``blocked_layout``) over the packed weight [OC / b, IC, KH, KW,
     b], from a blocked input (its own block size) or an NCHW one (a stem conv over the
@@ -771,7 +780,6 @@ def _conv2d_blocked(x, w, stride, pads, dilation, out):
     (sh, sw), (top, bottom, left, right), (dh, dw) = stride, pads, dilation
     _, ic, kh, kw, _ = (int(d) for d in w.shape)
     blocked = len(x.shape) == 5
-    in_lanes = int(x.shape[-1]) if blocked else 1
     if top or bottom or left or right:
         inner = [0] if blocked else []
         x = topi.nn.pad(x, [0, 0, top, left, *inner], [0, 0, bottom, right, *inner],
@@ -780,13 +788,8 @@ def _conv2d_blocked(x, w, stride, pads, dilation, out):
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
 
-    def pixel(n, i, j):
-        if blocked:
-            return x[n, rc // in_lanes, i, j, rc % in_lanes]
-        return x[n, rc, i, j]
-
     def body(n, c, i, j, k):
-        value = pixel(n, i * sh + ry * dh, j * sw + rx * dw)
+        value = _channel_pixel(x, n, rc, i * sh + ry * dh, j * sw + rx * dw)
         return te.sum(value * w[c, rc, ry, rx, k], axis=[rc, ry, rx])
 
     return te.compute(out.shape, body, name="T_conv2d_blocked")
@@ -809,19 +812,16 @@ def _conv2d_winograd(x, u, pads, out):
     batch, height, width = (int(out.shape[i]) for i in (0, 2, 3))
     rows, cols = -(-height // m), -(-width // m)  # the last tiles may reach past the edge
     top, left = pads[0], pads[2]
-    blocked = len(x.shape) == 5
-    in_lanes = int(x.shape[-1]) if blocked else 1
     zero = const(0, dtype_of(x))
-
-    def pixel(c, n):
-        if blocked:
-            return lambda r, q: x[n, c // in_lanes, r, q, c % in_lanes]
-        return lambda r, q: x[n, c, r, q]
 
     def tile_input(p, c):
         n, tile = p // (rows * cols), p % (rows * cols)
         row0, col0 = (tile // cols) * m - top, (tile % cols) * m - left
-        return [[_tap_or_fill(pixel(c, n), row0 + a, col0 + b,
+
+        def pixel(row, col):
+            return _channel_pixel(x, n, c, row, col)
+
+        return [[_tap_or_fill(pixel, row0 + a, col0 + b,
                               int(x.shape[2]), int(x.shape[3]), zero)
                  for b in range(t)] for a in range(t)]
 
